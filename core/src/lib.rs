@@ -1,0 +1,20 @@
+//! dialpool: a database dialer, connection pool and query-deadline engine
+//! for PostgreSQL and MySQL/MariaDB.
+//!
+//! Each layer — the dial, the login, the wait for a pooled connection, the
+//! query — has its own limit, and every failure is an [`Error`] naming the
+//! layer, the limit that fired and the time spent.
+
+pub mod config;
+pub mod deadline;
+pub mod dial;
+pub mod error;
+pub mod runtime;
+
+pub use config::Config;
+pub use deadline::Deadline;
+pub use dial::{Connected, Dialer, PhaseTimings};
+pub use error::{Code, Error, Layer, Limit, Result};
+
+/// The library's version.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
