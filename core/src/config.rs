@@ -360,6 +360,30 @@ pub static OPTIONS: &[OptionSpec] = &[
         "Lets a binding pass the password apart from the URL."),
 ];
 
+/// The options table of the README, generated from [`OPTIONS`] so the two
+/// cannot drift apart (a test compares them).
+pub fn options_markdown() -> String {
+    let mut out = String::from(
+        "| option | layer | default | what it does | why this default |\n|---|---|---|---|---|\n",
+    );
+    for s in OPTIONS {
+        out.push_str(&format!(
+            "| `{}` | {} | {} | {} {} | {} |\n",
+            s.name,
+            s.layer,
+            s.default,
+            s.meaning,
+            match s.kind {
+                Kind::Duration | Kind::PositiveDuration | Kind::Int(..) | Kind::SslMode =>
+                    format!("Valid: {}.", s.valid()),
+                _ => String::new(),
+            },
+            s.reason
+        ));
+    }
+    out
+}
+
 /// The option spec of `name`, if it is one.
 pub fn option_spec(name: &str) -> Option<&'static OptionSpec> {
     OPTIONS.iter().find(|s| s.name == name)

@@ -234,6 +234,10 @@ pub struct Limit {
 
 type Source = Box<dyn std::error::Error + Send + Sync + 'static>;
 
+/// Shared so that one failure can be handed to many waiters.
+type SharedSource = std::sync::Arc<dyn std::error::Error + Send + Sync + 'static>;
+
+#[derive(Clone)]
 struct Inner {
     code: Code,
     layer: Layer,
@@ -247,11 +251,12 @@ struct Inner {
     retryable: bool,
     os_error: Option<i32>,
     phases: Option<PhaseTimings>,
-    source: Option<Source>,
+    source: Option<SharedSource>,
 }
 
 /// A dialpool error. Cheap to move (one box); built with [`Error::new`] and
-/// the `with_*` methods.
+/// the `with_*` methods. Cloning keeps the source chain (it is shared).
+#[derive(Clone)]
 pub struct Error(Box<Inner>);
 
 /// Result with [`Error`].
@@ -337,7 +342,7 @@ impl Error {
         if let Some(io) = source.downcast_ref::<io::Error>() {
             self.0.os_error = io.raw_os_error();
         }
-        self.0.source = Some(source);
+        self.0.source = Some(SharedSource::from(source));
         self
     }
 

@@ -446,3 +446,30 @@ async fn attempt(
 pub fn sock_ref(stream: &TcpStream) -> SockRef<'_> {
     SockRef::from(stream)
 }
+
+/// The pool's checkout probe: a non-blocking one-byte peek on the socket.
+/// Nothing pending means the peer is still there; end-of-file, a reset, or
+/// bytes arriving on a connection nobody is reading (a server's goodbye
+/// before it closes) mean the connection must not be handed out.
+pub fn probe<S: std::os::fd::AsFd>(socket: &S) -> crate::pool::Liveness {
+    use std::os::fd::AsRawFd;
+    let mut byte = [0u8; 1];
+    // SAFETY: a valid fd and a one-byte buffer; MSG_PEEK leaves the data.
+    let n = unsafe {
+        libc::recv(
+            socket.as_fd().as_raw_fd(),
+            byte.as_mut_ptr() as *mut libc::c_void,
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    if n < 0 {
+        let err = std::io::Error::last_os_error();
+        match err.raw_os_error() {
+            Some(libc::EAGAIN) | Some(libc::EINTR) => crate::pool::Liveness::Alive,
+            _ => crate::pool::Liveness::Dead,
+        }
+    } else {
+        crate::pool::Liveness::Dead
+    }
+}

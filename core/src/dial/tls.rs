@@ -165,7 +165,7 @@ fn handshake_error(io: std::io::Error, peer: &str, host: &str, elapsed: Duration
                 | CertificateError::NotValidForNameContext { .. } => {
                     hint = "the certificate does not name the host that was dialed; connect by a name the certificate lists, or use sslmode=verify-ca";
                 }
-                CertificateError::UnknownIssuer => {
+                CertificateError::UnknownIssuer | CertificateError::BadSignature => {
                     hint = "the certificate is not signed by a trusted CA; give the server's CA in sslrootcert";
                 }
                 CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
@@ -173,7 +173,11 @@ fn handshake_error(io: std::io::Error, peer: &str, host: &str, elapsed: Duration
                 }
                 _ => {}
             }
-            format!("invalid server certificate for {host:?}: {cert:?}")
+            // rustls's Display names the expected and presented names.
+            format!(
+                "{} (dialed {host:?})",
+                rustls::Error::InvalidCertificate(cert.clone())
+            )
         }
         Some(other) => other.to_string(),
         None => {

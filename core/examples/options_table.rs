@@ -1,0 +1,3 @@
+fn main() {
+    print!("{}", dialpool::config::options_markdown());
+}

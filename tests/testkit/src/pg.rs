@@ -1,0 +1,397 @@
+//! A private PostgreSQL server in a temp dir.
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::install::pg_bin_dir;
+use crate::util::{
+    chown, free_port, ipv6_loopback_available, is_root, lookup_account, make_temp_dir, run_checked,
+    spawn_daemon, stop_child, sweep_stale_dirs, tail_file, write_file, Account, SERVER_PID_FILE,
+};
+use crate::{DB_NAME, DB_PASSWORD, DB_USER};
+
+/// How long start() waits for the server to accept connections.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Options for [`PgServer::start`].
+#[derive(Debug, Clone, Default)]
+pub struct PgOptions {
+    /// Generate a CA and a `localhost` certificate and turn `ssl` on.
+    pub tls: bool,
+    /// Extra `postgresql.conf` settings, applied after the harness's own so
+    /// they win, e.g. `("idle_session_timeout", "1s")`. Values are written
+    /// quoted, so give them as you would inside quotes.
+    pub settings: Vec<(String, String)>,
+}
+
+/// A throwaway PostgreSQL server: fresh `initdb` in a temp dir, listening on
+/// 127.0.0.1 (and ::1 when available) on a free port, scram-sha-256 for TCP,
+/// role `dialpool` / database `dialpool`.
+///
+/// Drop stops it with an immediate shutdown (no checkpoint: the data is thrown
+/// away anyway) and removes the temp dir, also when the test panicked. If the
+/// owning process dies without unwinding, the server gets SIGQUIT through
+/// PR_SET_PDEATHSIG and the next start() removes the orphaned dir.
+#[derive(Debug)]
+pub struct PgServer {
+    root: PathBuf,
+    data: PathBuf,
+    bin: PathBuf,
+    port: u16,
+    tls: bool,
+    version: String,
+    child: Option<Child>,
+}
+
+impl PgServer {
+    /// Creates, configures and starts the server, and waits (≤ 30 s) until it
+    /// accepts connections. The error includes the server log tail.
+    pub fn start(opts: PgOptions) -> Result<PgServer, String> {
+        let bin = pg_bin_dir().ok_or(
+            "PostgreSQL binaries not found (initdb/postgres/psql); call \
+             dialpool_testkit::ensure_installed() or `apt-get install postgresql`",
+        )?;
+        sweep_stale_dirs("pg");
+        // initdb refuses to run as root: run everything as `postgres` then.
+        let owner = if is_root() {
+            Some(lookup_account("postgres")?.ok_or(
+                "running as root but there is no `postgres` account to run initdb as \
+                 (it comes with the postgresql package)",
+            )?)
+        } else {
+            None
+        };
+        let root = make_temp_dir("pg")?;
+        let mut server = PgServer {
+            data: root.join("data"),
+            root,
+            bin,
+            port: 0,
+            tls: opts.tls,
+            version: String::new(),
+            child: None,
+        };
+        // On any error below, dropping `server` removes the dir.
+        server.init(owner, &opts)?;
+        server.launch(owner)?;
+        server.create_role_and_db()?;
+        Ok(server)
+    }
+
+    fn command(&self, program: &str, owner: Option<Account>) -> Command {
+        let mut cmd = Command::new(self.bin.join(program));
+        cmd.current_dir(&self.root)
+            .env("LC_ALL", "C")
+            .env_remove("PGDATA")
+            .env_remove("PGHOST")
+            .env_remove("PGPORT");
+        if let Some(a) = owner {
+            cmd.uid(a.uid).gid(a.gid).env("HOME", &self.root);
+        }
+        cmd
+    }
+
+    fn init(&mut self, owner: Option<Account>, opts: &PgOptions) -> Result<(), String> {
+        if let Some(a) = owner {
+            chown(&self.root, a)?;
+        }
+        // World-traversable so ca.pem and the socket are usable by any local
+        // user; the data dir inside stays private (PostgreSQL insists).
+        fs::set_permissions(&self.root, fs::Permissions::from_mode(0o755))
+            .map_err(|e| format!("chmod {}: {e}", self.root.display()))?;
+        run_checked(
+            self.command("initdb", owner)
+                .arg("-D")
+                .arg(&self.data)
+                .args([
+                    "-U",
+                    "postgres",
+                    "--auth-local=trust",
+                    "--auth-host=scram-sha-256",
+                    "-E",
+                    "UTF8",
+                    "--locale=C",
+                    "--no-sync",
+                ]),
+            "initdb",
+        )?;
+
+        let v6 = ipv6_loopback_available();
+        let mut conf = String::from("\n# dialpool testkit\n");
+        let listen = if v6 { "127.0.0.1,::1" } else { "127.0.0.1" };
+        let mut set = |k: &str, v: &str| {
+            conf.push_str(&format!("{k} = '{}'\n", v.replace('\'', "''")));
+        };
+        set("listen_addresses", listen);
+        set("unix_socket_directories", &self.root.to_string_lossy());
+        set("max_connections", "200");
+        set("shared_buffers", "32MB");
+        set("fsync", "off");
+        set("synchronous_commit", "off");
+        set("full_page_writes", "off");
+        set("logging_collector", "off");
+        if opts.tls {
+            let certs = crate::tls::generate(&["localhost"])?;
+            write_file(
+                &self.data.join("server.crt"),
+                certs.cert_pem.as_bytes(),
+                0o644,
+                owner,
+            )?;
+            // PostgreSQL refuses a key readable by group/others.
+            write_file(
+                &self.data.join("server.key"),
+                certs.key_pem.as_bytes(),
+                0o600,
+                owner,
+            )?;
+            write_file(
+                &self.root.join("ca.pem"),
+                certs.ca_pem.as_bytes(),
+                0o644,
+                None,
+            )?;
+            set("ssl", "on");
+            set("ssl_cert_file", "server.crt");
+            set("ssl_key_file", "server.key");
+        }
+        for (k, v) in &opts.settings {
+            set(k, v);
+        }
+        // The port goes in a separate included file, rewritten per attempt.
+        conf.push_str("include 'testkit_port.conf'\n");
+        let path = self.data.join("postgresql.conf");
+        let mut f = fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .map_err(|e| format!("open {}: {e}", path.display()))?;
+        f.write_all(conf.as_bytes())
+            .map_err(|e| format!("write {}: {e}", path.display()))?;
+        Ok(())
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.root.join("server.log")
+    }
+
+    fn launch(&mut self, owner: Option<Account>) -> Result<(), String> {
+        let v6 = ipv6_loopback_available();
+        let mut last_err = String::new();
+        // A free port can be taken by someone else before the server binds
+        // it: retry a few times with a new one.
+        for _attempt in 0..3 {
+            self.port = free_port(v6)?;
+            write_file(
+                &self.data.join("testkit_port.conf"),
+                format!("port = {}\n", self.port).as_bytes(),
+                0o644,
+                owner,
+            )?;
+            let log = fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(self.log_path())
+                .map_err(|e| format!("open server log: {e}"))?;
+            let log2 = log.try_clone().map_err(|e| format!("dup log fd: {e}"))?;
+            let mut cmd = self.command("postgres", owner);
+            cmd.arg("-D")
+                .arg(&self.data)
+                .stdin(Stdio::null())
+                .stdout(log)
+                .stderr(log2);
+            // SIGQUIT is PostgreSQL's immediate shutdown.
+            let child = spawn_daemon(cmd, libc::SIGQUIT)
+                .map_err(|e| format!("cannot start postgres: {e}"))?;
+            let _ = fs::write(self.root.join(SERVER_PID_FILE), child.id().to_string());
+            self.child = Some(child);
+            match self.wait_ready() {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    self.stop();
+                    let log = self.log_tail(30);
+                    let in_use =
+                        log.contains("could not bind") || log.contains("Address already in use");
+                    last_err = format!("{e}\n--- server log tail ---\n{log}");
+                    if !in_use {
+                        break;
+                    }
+                }
+            }
+        }
+        Err(format!("PostgreSQL did not start: {last_err}"))
+    }
+
+    fn wait_ready(&mut self) -> Result<(), String> {
+        let deadline = Instant::now() + START_TIMEOUT;
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, self.port));
+        loop {
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    return Err(format!("postgres exited during start-up ({status})"));
+                }
+            }
+            if pg_probe(addr) {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "not accepting connections on {addr} after {}s",
+                    START_TIMEOUT.as_secs()
+                ));
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn create_role_and_db(&mut self) -> Result<(), String> {
+        let out = self.psql_as_superuser(&[
+            &format!("CREATE ROLE {DB_USER} LOGIN SUPERUSER PASSWORD '{DB_PASSWORD}'"),
+            &format!("CREATE DATABASE {DB_NAME} OWNER {DB_USER}"),
+            "SHOW server_version",
+        ])?;
+        self.version = out.trim().to_string();
+        Ok(())
+    }
+
+    fn psql_as_superuser(&self, statements: &[&str]) -> Result<String, String> {
+        let mut cmd = self.command("psql", None);
+        cmd.args([
+            "-X",
+            "-q",
+            "-A",
+            "-t",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+        ])
+        .arg("-h")
+        .arg(&self.root)
+        .arg("-p")
+        .arg(self.port.to_string());
+        for s in statements {
+            cmd.arg("-c").arg(s);
+        }
+        let out = run_checked(&mut cmd, "psql")?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Runs SQL as the `postgres` superuser over the unix socket and returns
+    /// psql's unaligned, tuples-only output. Each statement runs on its own
+    /// (so `CREATE DATABASE` works); handy for `pg_terminate_backend` in tests.
+    pub fn psql(&self, statements: &[&str]) -> Result<String, String> {
+        self.psql_as_superuser(statements)
+    }
+
+    /// `postgres://dialpool:dp-secret-pw@127.0.0.1:PORT/dialpool`
+    pub fn url(&self) -> String {
+        format!(
+            "postgres://{DB_USER}:{DB_PASSWORD}@127.0.0.1:{}/{DB_NAME}",
+            self.port
+        )
+    }
+
+    /// The TCP port (same on 127.0.0.1 and ::1).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The CA certificate (PEM) that signed the server certificate, when tls.
+    pub fn ca_file(&self) -> Option<PathBuf> {
+        self.tls.then(|| self.root.join("ca.pem"))
+    }
+
+    /// The PGDATA directory.
+    pub fn data_dir(&self) -> &Path {
+        &self.data
+    }
+
+    /// The temp dir holding everything (data dir, socket, log, ca.pem); Drop
+    /// removes it.
+    pub fn root_dir(&self) -> &Path {
+        &self.root
+    }
+
+    /// The directory of the unix socket `.s.PGSQL.PORT`.
+    pub fn socket_dir(&self) -> &Path {
+        &self.root
+    }
+
+    /// `server_version`, e.g. `15.14 (Debian 15.14-0+deb12u1)`.
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    /// The postmaster's pid while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// The last `lines` lines of the server log.
+    pub fn log_tail(&self, lines: usize) -> String {
+        tail_file(&self.log_path(), lines)
+    }
+
+    /// Stops the server now (immediate shutdown) but keeps its files; Drop
+    /// still removes them. For tests of a server that goes away.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            stop_child(&mut child, libc::SIGQUIT, Duration::from_secs(10));
+        }
+    }
+}
+
+impl Drop for PgServer {
+    fn drop(&mut self) {
+        self.stop();
+        if let Err(e) = fs::remove_dir_all(&self.root) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                eprintln!("testkit: could not remove {}: {e}", self.root.display());
+            }
+        }
+    }
+}
+
+/// One readiness probe: sends a StartupMessage and reads the first reply.
+/// An authentication request ('R') or any error other than 57P03 ("the
+/// database system is starting up") means the server accepts connections.
+fn pg_probe(addr: SocketAddr) -> bool {
+    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(500)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    let _ = s.set_write_timeout(Some(Duration::from_secs(2)));
+    let params = b"user\0postgres\0database\0postgres\0\0";
+    let mut msg = Vec::with_capacity(8 + params.len());
+    msg.extend_from_slice(&((8 + params.len()) as u32).to_be_bytes());
+    msg.extend_from_slice(&196608u32.to_be_bytes()); // protocol 3.0
+    msg.extend_from_slice(params);
+    if s.write_all(&msg).is_err() {
+        return false;
+    }
+    let mut head = [0u8; 5];
+    if s.read_exact(&mut head).is_err() {
+        return false;
+    }
+    match head[0] {
+        b'R' => true,
+        b'E' => {
+            let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
+            let mut body = vec![0u8; len.saturating_sub(4).min(8192)];
+            if s.read_exact(&mut body).is_err() {
+                return false;
+            }
+            !body.windows(6).any(|w| w == b"C57P03")
+        }
+        _ => false,
+    }
+}
