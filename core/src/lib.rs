@@ -9,6 +9,7 @@ pub mod config;
 pub mod deadline;
 pub mod dial;
 pub mod error;
+pub mod pool;
 pub mod runtime;
 
 pub use config::Config;
