@@ -38,6 +38,15 @@ impl Deadline {
         }
     }
 
+    /// A layer's limit started at `start`, if the option is set.
+    pub fn starting_at_opt(
+        start: Instant,
+        name: &'static str,
+        value: Option<Duration>,
+    ) -> Option<Deadline> {
+        value.map(|v| Deadline::starting_at(start, name, v))
+    }
+
     /// The caller's overall deadline, `timeout` from now.
     pub fn caller(timeout: Duration) -> Deadline {
         Deadline::after(CALLER, timeout)
@@ -109,6 +118,83 @@ pub async fn run<F: Future>(deadline: Option<Deadline>, fut: F) -> Result<F::Out
     }
 }
 
+/// A caller's cancel signal (a Go ctx, a C `dp_ctx`, Ctrl-C in Python):
+/// cheap to clone, safe to trigger from any thread, once.
+#[derive(Clone, Default)]
+pub struct CancelToken(std::sync::Arc<CancelInner>);
+
+#[derive(Default)]
+struct CancelInner {
+    cancelled: std::sync::atomic::AtomicBool,
+    notify: tokio::sync::Notify,
+}
+
+impl CancelToken {
+    pub fn new() -> CancelToken {
+        CancelToken::default()
+    }
+
+    /// Cancels every operation waiting on this token, now and later.
+    pub fn cancel(&self) {
+        self.0
+            .cancelled
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.0.notify.notify_waiters();
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.0.cancelled.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Resolves once [`CancelToken::cancel`] has been called.
+    pub async fn cancelled(&self) {
+        loop {
+            let notified = self.0.notify.notified();
+            tokio::pin!(notified);
+            // Register before checking the flag so a cancel in between wakes us.
+            notified.as_mut().enable();
+            if self.is_cancelled() {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+impl std::fmt::Debug for CancelToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CancelToken({})", self.is_cancelled())
+    }
+}
+
+/// Why [`run_until`] stopped a future.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    Deadline(Deadline),
+    Cancelled,
+}
+
+/// Runs `fut` until it finishes, `deadline` passes or `cancel` fires.
+pub async fn run_until<F: Future>(
+    deadline: Option<Deadline>,
+    cancel: Option<&CancelToken>,
+    fut: F,
+) -> Result<F::Output, Stop> {
+    let Some(cancel) = cancel else {
+        return run(deadline, fut)
+            .await
+            .map_err(|Fired(d)| Stop::Deadline(d));
+    };
+    if cancel.is_cancelled() {
+        return Err(Stop::Cancelled);
+    }
+    tokio::select! {
+        biased;
+        _ = cancel.cancelled() => Err(Stop::Cancelled),
+        r = run(deadline, fut) => r.map_err(|Fired(d)| Stop::Deadline(d)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -142,5 +228,27 @@ mod tests {
         assert_eq!(r, Err(Fired(d)));
         let r = run(None, async { 7 }).await;
         assert_eq!(r, Ok(7));
+    }
+
+    #[tokio::test]
+    async fn cancel_from_another_thread_stops_at_once() {
+        let token = CancelToken::new();
+        let t2 = token.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            t2.cancel();
+        });
+        let start = Instant::now();
+        let r = run_until(
+            None,
+            Some(&token),
+            tokio::time::sleep(Duration::from_secs(5)),
+        )
+        .await;
+        assert_eq!(r, Err(Stop::Cancelled));
+        assert!(start.elapsed() < Duration::from_secs(1));
+        // Already cancelled: stops before polling.
+        let r = run_until(None, Some(&token), async { 1 }).await;
+        assert_eq!(r, Err(Stop::Cancelled));
     }
 }

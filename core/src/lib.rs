@@ -9,8 +9,11 @@ pub mod config;
 pub mod deadline;
 pub mod dial;
 pub mod error;
+pub mod pg;
 pub mod pool;
+pub mod rows;
 pub mod runtime;
+pub mod stream;
 
 pub use config::Config;
 pub use deadline::Deadline;

@@ -1,0 +1,864 @@
+//! PostgreSQL sessions over the dialer's stream: login (SSLRequest, TLS,
+//! startup, trust/cleartext/MD5/SCRAM-SHA-256(-PLUS)), simple and extended
+//! queries with a prepared-statement cache, and query deadlines that cancel
+//! the statement on the server and keep the session when it is provably
+//! clean again.
+
+mod auth;
+mod error;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use fallible_iterator::FallibleIterator;
+use postgres_protocol::message::backend::Message;
+use postgres_protocol::message::frontend;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::config::Config;
+use crate::deadline::{self, CancelToken, Deadline, Stop};
+use crate::dial::{Dialer, PhaseTimings};
+use crate::error::{Code, Error, Layer, Result};
+use crate::pool::Liveness;
+use crate::rows::{Column, QueryResult};
+use crate::stream::{Stream, Wire, MAX_MESSAGE};
+
+pub use error::server_error;
+
+/// The transaction state ReadyForQuery reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxStatus {
+    Idle,
+    InTransaction,
+    Failed,
+}
+
+/// Whether the protocol is at a message boundary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// ReadyForQuery seen; a statement may be sent.
+    Ready,
+    /// An exchange is in progress (or was abandoned mid-way).
+    Busy,
+    /// Unusable: close it.
+    Broken,
+}
+
+/// How long, after a cancel was sent, the session waits for the server to
+/// confirm with ReadyForQuery before giving the connection up.
+const CANCEL_GRACE_MIN: Duration = Duration::from_millis(500);
+
+/// Opens PostgreSQL sessions with one configuration.
+#[derive(Clone)]
+pub struct PgConnector {
+    config: Arc<Config>,
+    dialer: Dialer,
+}
+
+impl PgConnector {
+    pub fn new(config: Arc<Config>) -> Result<PgConnector> {
+        let dialer = Dialer::new(&config.dial)?;
+        Ok(PgConnector { config, dialer })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Dials and logs in: the dial under its own limits, the login under
+    /// `login_timeout`, all under the caller's deadline.
+    pub async fn connect(&self, caller: Option<Deadline>) -> Result<PgConnection> {
+        let connected = self.dialer.connect(&self.config.hosts, caller).await?;
+        let login_start = Instant::now();
+        let limit = Deadline::earliest(
+            Deadline::from_option("login_timeout", self.config.login_timeout),
+            caller,
+        );
+        let peer = connected.peer.to_string();
+        let mut timings = connected.timings;
+        let host = connected.host.host.clone();
+        let addr = connected.peer;
+        let login = self.login(connected.stream, &host, &peer, caller, &mut timings);
+        match deadline::run(limit, login).await {
+            Ok(Ok(mut conn)) => {
+                conn.addr = addr;
+                conn.timings = timings;
+                conn.wire.layer = Layer::Query;
+                Ok(conn)
+            }
+            Ok(Err(e)) => Err(e.with_phases(timings)),
+            Err(deadline::Fired(d)) => {
+                let hint = if d.is_caller() {
+                    "the caller's deadline passed during login"
+                } else {
+                    "the server accepted the connection but did not finish startup and authentication; is it overloaded, or is this port a proxy without a server behind it?"
+                };
+                Err(
+                    Error::new(Code::LoginTimeout, format!("login to {peer} timed out"))
+                        .with_limit(d.limit())
+                        .with_elapsed(login_start.elapsed())
+                        .with_peer(&peer)
+                        .with_hint(hint)
+                        .with_phases(timings),
+                )
+            }
+        }
+    }
+
+    async fn login(
+        &self,
+        mut tcp: tokio::net::TcpStream,
+        host: &str,
+        peer: &str,
+        caller: Option<Deadline>,
+        timings: &mut PhaseTimings,
+    ) -> Result<PgConnection> {
+        let cfg = &self.config;
+        let mode = cfg.dial.tls.sslmode;
+        let io_err = |e: std::io::Error| -> Error { Wire::new_lost(peer, e) };
+        let stream = if mode.wants_tls() {
+            let mut buf = BytesMut::with_capacity(8);
+            frontend::ssl_request(&mut buf);
+            tcp.write_all(&buf).await.map_err(io_err)?;
+            let mut answer = [0u8; 1];
+            tcp.read_exact(&mut answer).await.map_err(io_err)?;
+            match answer[0] {
+                b'S' => {
+                    let (tls, took) = self.dialer.upgrade_tls(tcp, host, peer, caller).await?;
+                    timings.tls = Some(took);
+                    Stream::Tls(Box::new(tls))
+                }
+                b'N' if mode.requires_tls() => {
+                    return Err(
+                        Error::new(Code::TlsError, format!("{peer} does not accept TLS"))
+                            .with_peer(peer)
+                            .with_cause(format!(
+                                "the server answered the SSLRequest with 'N' and sslmode={}",
+                                mode.name()
+                            ))
+                            .with_hint("enable ssl on the server, or use sslmode=prefer or disable")
+                            .with_retryable(false),
+                    )
+                }
+                b'N' => Stream::Plain(tcp),
+                other => {
+                    return Err(Error::new(
+                        Code::ProtocolError,
+                        format!("{peer} answered the SSLRequest with byte {other:#04x}"),
+                    )
+                    .with_peer(peer)
+                    .with_hint("is this port a PostgreSQL server?"))
+                }
+            }
+        } else {
+            Stream::Plain(tcp)
+        };
+        let mut wire = Wire::new(stream, peer.to_string());
+        wire.read_timeout = cfg.query.read_timeout;
+        wire.write_timeout = cfg.query.write_timeout;
+
+        let user = cfg
+            .user
+            .clone()
+            .or_else(|| std::env::var("USER").ok())
+            .unwrap_or_else(|| "postgres".into());
+        let database = cfg.dbname.clone().unwrap_or_else(|| user.clone());
+        let mut params: Vec<(&str, &str)> = vec![
+            ("user", &user),
+            ("database", &database),
+            ("client_encoding", "UTF8"),
+        ];
+        if let Some(app) = &cfg.application_name {
+            params.push(("application_name", app));
+        }
+        if let Some(opts) = &cfg.options {
+            params.push(("options", opts));
+        }
+        frontend::startup_message(params.iter().copied(), &mut wire.wbuf)
+            .map_err(|e| Error::invalid_argument(format!("startup parameters: {e}")))?;
+        wire.flush().await?;
+
+        let mut conn = PgConnection {
+            wire,
+            addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+            backend: None,
+            params: HashMap::new(),
+            tx: TxStatus::Idle,
+            state: State::Busy,
+            cache: StatementCache::new(cfg.statement_cache as usize),
+            config: self.config.clone(),
+            dialer: self.dialer.clone(),
+            timings: PhaseTimings::default(),
+            user: user.clone(),
+        };
+        auth::authenticate(&mut conn, &user, cfg.password.as_ref().map(|p| p.expose())).await?;
+        // After AuthenticationOk: parameters, the backend key, ReadyForQuery.
+        loop {
+            match conn.read_message().await? {
+                Message::BackendKeyData(k) => conn.backend = Some((k.process_id(), k.secret_key())),
+                Message::ParameterStatus(p) => conn.note_parameter(&p),
+                Message::NoticeResponse(_) => {}
+                Message::ReadyForQuery(r) => {
+                    conn.ready(r.status());
+                    return Ok(conn);
+                }
+                Message::ErrorResponse(body) => {
+                    return Err(error::login_error(&body, peer));
+                }
+                _ => return Err(conn.unexpected("during startup")),
+            }
+        }
+    }
+}
+
+/// One PostgreSQL session.
+pub struct PgConnection {
+    wire: Wire,
+    addr: SocketAddr,
+    backend: Option<(i32, i32)>,
+    params: HashMap<String, String>,
+    tx: TxStatus,
+    state: State,
+    cache: StatementCache,
+    config: Arc<Config>,
+    dialer: Dialer,
+    timings: PhaseTimings,
+    user: String,
+}
+
+impl PgConnection {
+    /// A server parameter as last reported (`server_version`, `TimeZone`, …).
+    pub fn parameter(&self, name: &str) -> Option<&str> {
+        self.params.get(name).map(String::as_str)
+    }
+
+    /// The backend's process id (as `pg_backend_pid()` returns).
+    pub fn backend_pid(&self) -> Option<i32> {
+        self.backend.map(|(pid, _)| pid)
+    }
+
+    pub fn tx_status(&self) -> TxStatus {
+        self.tx
+    }
+
+    pub fn is_tls(&self) -> bool {
+        self.wire.stream.is_tls()
+    }
+
+    pub fn timings(&self) -> PhaseTimings {
+        self.timings
+    }
+
+    pub fn peer(&self) -> &str {
+        &self.wire.peer
+    }
+
+    pub fn user(&self) -> &str {
+        &self.user
+    }
+
+    /// Whether the session is at a message boundary and may take a statement.
+    pub fn is_ready(&self) -> bool {
+        self.state == State::Ready
+    }
+
+    /// Whether the session can go back to a pool: ready and outside a
+    /// transaction.
+    pub fn is_clean(&self) -> bool {
+        self.state == State::Ready && self.tx == TxStatus::Idle
+    }
+
+    /// Whether the session must be closed.
+    pub fn is_broken(&self) -> bool {
+        self.state == State::Broken
+    }
+
+    /// The checkout probe: a peek at the socket, no round trip.
+    pub fn probe(&self) -> Liveness {
+        if self.state != State::Ready || !self.wire.rbuf.is_empty() {
+            return Liveness::Dead;
+        }
+        crate::dial::probe(&self.wire.stream)
+    }
+
+    /// Runs `sql` with text parameters (`None` for NULL) under the earlier of
+    /// `query_timeout` and `caller`; `cancel` stops it at once. A statement
+    /// stopped either way is cancelled on the server.
+    pub async fn query(
+        &mut self,
+        sql: &str,
+        params: &[Option<&str>],
+        caller: Option<Deadline>,
+        cancel: Option<&CancelToken>,
+    ) -> Result<QueryResult> {
+        let start = Instant::now();
+        let limit = Deadline::earliest(
+            Deadline::starting_at_opt(start, "query_timeout", self.config.query.query_timeout),
+            caller,
+        );
+        if self.state != State::Ready {
+            return Err(Error::invalid_state(
+                "the connection is not ready for a statement (a previous one was interrupted and the session is unusable)",
+            )
+            .with_layer(Layer::Query));
+        }
+        if params.len() > u16::MAX as usize {
+            return Err(Error::invalid_argument(format!(
+                "{} parameters given; PostgreSQL takes at most 65535",
+                params.len()
+            )));
+        }
+        self.state = State::Busy;
+        let exchange = self.exchange(sql, params);
+        let outcome = deadline::run_until(limit, cancel, exchange).await;
+        match outcome {
+            Ok(result) => result,
+            Err(stop) => Err(self.interrupt(stop, start).await),
+        }
+    }
+
+    /// As [`PgConnection::query`], returning the affected row count.
+    pub async fn execute(
+        &mut self,
+        sql: &str,
+        params: &[Option<&str>],
+        caller: Option<Deadline>,
+        cancel: Option<&CancelToken>,
+    ) -> Result<u64> {
+        self.query(sql, params, caller, cancel)
+            .await
+            .map(|r| r.affected_rows)
+    }
+
+    /// An empty query: one round trip.
+    pub async fn ping(&mut self, deadline: Option<Deadline>) -> Result<()> {
+        if self.state != State::Ready {
+            return Err(Error::invalid_state("ping on a busy connection"));
+        }
+        self.state = State::Busy;
+        let start = Instant::now();
+        let r = deadline::run(deadline, self.exchange("", &[])).await;
+        match r {
+            Ok(r) => r.map(|_| ()),
+            Err(deadline::Fired(d)) => {
+                self.state = State::Broken;
+                Err(Error::new(
+                    Code::ReadTimeout,
+                    format!("ping to {} timed out", self.wire.peer),
+                )
+                .with_layer(Layer::Pool)
+                .with_limit(d.limit())
+                .with_elapsed(start.elapsed())
+                .with_peer(&self.wire.peer))
+            }
+        }
+    }
+
+    /// Rolls back an open transaction, bounded by `cancel_timeout`.
+    pub async fn reset(&mut self) -> Result<()> {
+        if self.tx == TxStatus::Idle && self.state == State::Ready {
+            return Ok(());
+        }
+        let bound = self
+            .config
+            .query
+            .cancel_timeout
+            .unwrap_or(Duration::from_secs(5));
+        self.query(
+            "ROLLBACK",
+            &[],
+            Some(Deadline::after("cancel_timeout", bound)),
+            None,
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Says goodbye (Terminate) and closes, bounded so a dead peer cannot
+    /// hold the caller.
+    pub async fn close(mut self) {
+        if self.state != State::Broken {
+            frontend::terminate(&mut self.wire.wbuf);
+            let _ = tokio::time::timeout(Duration::from_millis(200), async {
+                let _ = self.wire.flush().await;
+                let _ = self.wire.stream.shutdown().await;
+            })
+            .await;
+        }
+    }
+
+    fn ready(&mut self, status: u8) {
+        self.tx = match status {
+            b'T' => TxStatus::InTransaction,
+            b'E' => TxStatus::Failed,
+            _ => TxStatus::Idle,
+        };
+        self.state = State::Ready;
+    }
+
+    fn note_parameter(&mut self, p: &postgres_protocol::message::backend::ParameterStatusBody) {
+        if let (Ok(name), Ok(value)) = (p.name(), p.value()) {
+            self.params.insert(name.to_string(), value.to_string());
+        }
+    }
+
+    fn unexpected(&mut self, when: &str) -> Error {
+        self.state = State::Broken;
+        Error::new(
+            Code::ProtocolError,
+            format!("unexpected message from {} {when}", self.wire.peer),
+        )
+        .with_layer(self.wire.layer)
+        .with_peer(&self.wire.peer)
+        .with_retryable(false)
+    }
+
+    /// The next complete message, reading more as needed (cancel-safe).
+    async fn read_message(&mut self) -> Result<Message> {
+        loop {
+            if self.wire.rbuf.len() >= 5 {
+                let len = u32::from_be_bytes([
+                    self.wire.rbuf[1],
+                    self.wire.rbuf[2],
+                    self.wire.rbuf[3],
+                    self.wire.rbuf[4],
+                ]) as usize;
+                if len > MAX_MESSAGE {
+                    self.state = State::Broken;
+                    return Err(Error::new(
+                        Code::ProtocolError,
+                        format!("{} sent a message of {len} bytes", self.wire.peer),
+                    )
+                    .with_layer(self.wire.layer));
+                }
+            }
+            match Message::parse(&mut self.wire.rbuf) {
+                Ok(Some(m)) => return Ok(m),
+                Ok(None) => {}
+                Err(e) => {
+                    self.state = State::Broken;
+                    return Err(Error::new(
+                        Code::ProtocolError,
+                        format!("malformed message from {}: {e}", self.wire.peer),
+                    )
+                    .with_layer(self.wire.layer));
+                }
+            }
+            if let Err(e) = self.wire.fill().await {
+                self.state = State::Broken;
+                return Err(e);
+            }
+        }
+    }
+
+    /// Writes the statement and reads its result up to ReadyForQuery.
+    async fn exchange(&mut self, sql: &str, params: &[Option<&str>]) -> Result<QueryResult> {
+        let mut cached_columns: Option<Arc<Vec<Column>>> = None;
+        let mut caching: Option<String> = None;
+        if params.is_empty() {
+            frontend::query(sql, &mut self.wire.wbuf).map_err(encode_error)?;
+        } else {
+            for name in self.cache.take_evicted() {
+                frontend::close(b'S', &name, &mut self.wire.wbuf).map_err(encode_error)?;
+            }
+            let name = match self.cache.get(sql) {
+                Some((name, cols)) => {
+                    cached_columns = Some(cols);
+                    name
+                }
+                None => {
+                    let name = self.cache.next_name();
+                    frontend::parse(&name, sql, std::iter::empty(), &mut self.wire.wbuf)
+                        .map_err(encode_error)?;
+                    if !name.is_empty() {
+                        caching = Some(name.clone());
+                    }
+                    name
+                }
+            };
+            let bound = frontend::bind(
+                "",
+                &name,
+                std::iter::empty(),
+                params.iter(),
+                |p, buf| match p {
+                    Some(v) => {
+                        buf.extend_from_slice(v.as_bytes());
+                        Ok(postgres_protocol::IsNull::No)
+                    }
+                    None => Ok(postgres_protocol::IsNull::Yes),
+                },
+                std::iter::empty(),
+                &mut self.wire.wbuf,
+            );
+            if bound.is_err() {
+                self.wire.wbuf.clear();
+                self.state = State::Ready;
+                return Err(Error::invalid_argument("parameters too large to encode"));
+            }
+            if cached_columns.is_none() {
+                frontend::describe(b'P', "", &mut self.wire.wbuf).map_err(encode_error)?;
+            }
+            frontend::execute("", 0, &mut self.wire.wbuf).map_err(encode_error)?;
+            frontend::sync(&mut self.wire.wbuf);
+        }
+        if let Err(e) = self.wire.flush().await {
+            self.state = State::Broken;
+            return Err(e);
+        }
+        let mut result = QueryResult::default();
+        if let Some(cols) = &cached_columns {
+            result.set_columns(cols.as_ref().clone());
+        }
+        let mut error: Option<Error> = None;
+        loop {
+            match self.read_message().await? {
+                Message::DataRow(row) => {
+                    result.begin_row();
+                    let buf = row.buffer();
+                    let mut ranges = row.ranges();
+                    while let Some(range) = ranges.next().map_err(|e| self.malformed(e))? {
+                        let value = range.map(|r| &buf[r]);
+                        result
+                            .push_value(value)
+                            .map_err(|why| Error::new(Code::ProtocolError, why))?;
+                    }
+                }
+                Message::RowDescription(desc) => {
+                    let mut cols = Vec::new();
+                    let mut fields = desc.fields();
+                    while let Some(f) = fields.next().map_err(|e| self.malformed(e))? {
+                        cols.push(Column {
+                            name: f.name().to_string(),
+                            type_id: f.type_oid(),
+                        });
+                    }
+                    result.set_columns(cols);
+                }
+                Message::CommandComplete(body) => {
+                    let tag = body.tag().map_err(|e| self.malformed(e))?;
+                    result.affected_rows = affected_rows(tag);
+                    result.command_tag = tag.to_string();
+                }
+                Message::ErrorResponse(body) => {
+                    let e = error::query_error(&body, &self.wire.peer);
+                    if matches!(e.sqlstate(), Some("26000") | Some("0A000")) {
+                        // The cached statement no longer exists or its
+                        // result type changed: prepare it again next time.
+                        self.cache.forget(sql);
+                    }
+                    caching = None;
+                    if error.is_none() {
+                        error = Some(e);
+                    }
+                }
+                Message::ReadyForQuery(r) => {
+                    self.ready(r.status());
+                    if let Some(e) = error {
+                        return Err(e);
+                    }
+                    if let Some(name) = caching {
+                        self.cache
+                            .insert(sql, name, Arc::new(result.columns().to_vec()));
+                    }
+                    return Ok(result);
+                }
+                Message::ParameterStatus(p) => self.note_parameter(&p),
+                Message::ParseComplete
+                | Message::BindComplete
+                | Message::CloseComplete
+                | Message::NoData
+                | Message::EmptyQueryResponse
+                | Message::NoticeResponse(_)
+                | Message::NotificationResponse(_) => {}
+                Message::CopyInResponse(_) => {
+                    // COPY FROM STDIN is not supported: refuse it so the
+                    // server ends the COPY and the session stays usable.
+                    frontend::copy_fail(
+                        "COPY FROM STDIN is not supported by dialpool",
+                        &mut self.wire.wbuf,
+                    )
+                    .map_err(encode_error)?;
+                    self.wire
+                        .flush()
+                        .await
+                        .inspect_err(|_| self.state = State::Broken)?;
+                }
+                Message::CopyOutResponse(_) | Message::CopyData(_) | Message::CopyDone => {}
+                _ => return Err(self.unexpected("during a query")),
+            }
+        }
+    }
+
+    fn malformed(&mut self, e: std::io::Error) -> Error {
+        self.state = State::Broken;
+        Error::new(
+            Code::ProtocolError,
+            format!("malformed message from {}: {e}", self.wire.peer),
+        )
+        .with_layer(self.wire.layer)
+    }
+
+    /// The statement's deadline passed or the caller cancelled: cancel it on
+    /// the server, then read on to ReadyForQuery so the session can be
+    /// reused; if the server does not confirm in time, the session is
+    /// marked broken.
+    async fn interrupt(&mut self, stop: Stop, start: Instant) -> Error {
+        let cancel_timeout = self.config.query.cancel_timeout;
+        let bound = cancel_timeout.unwrap_or(Duration::from_secs(5));
+        let (code, what, limit) = match stop {
+            Stop::Deadline(d) => (Code::QueryTimeout, "statement timed out", Some(d.limit())),
+            Stop::Cancelled => (Code::Cancelled, "statement cancelled by the caller", None),
+        };
+        let elapsed = start.elapsed();
+        let peer = self.wire.peer.clone();
+        let base = |cause: String, hint: &str| {
+            let mut e = Error::new(code, what.to_string())
+                .with_layer(Layer::Query)
+                .with_elapsed(elapsed)
+                .with_peer(peer.clone())
+                .with_cause(cause)
+                .with_hint(hint.to_string())
+                .with_retryable(false);
+            if let Some(l) = limit {
+                e = e.with_limit(l);
+            }
+            e
+        };
+        if self.state == State::Broken {
+            return base(
+                "the connection broke at the same moment".into(),
+                "the connection is closed",
+            );
+        }
+        // Whatever of the statement is still unsent must go first: the
+        // server cannot cancel what it has not received, and a half-sent
+        // message would corrupt the session.
+        let flushed = deadline::run(
+            Some(Deadline::after("cancel_timeout", bound)),
+            self.wire.flush(),
+        )
+        .await;
+        if !matches!(flushed, Ok(Ok(()))) {
+            self.state = State::Broken;
+            return base(
+                "the statement could not be sent in full; nothing was cancelled".into(),
+                "the connection is closed",
+            );
+        }
+        let cancel_start = Instant::now();
+        let sent = self.send_cancel(bound).await;
+        let left = bound
+            .saturating_sub(cancel_start.elapsed())
+            .max(CANCEL_GRACE_MIN);
+        let drained =
+            deadline::run(Some(Deadline::after("cancel_timeout", left)), self.drain()).await;
+        match (sent, drained) {
+            (_, Ok(Ok(saw_cancel))) => {
+                let cause = if saw_cancel {
+                    "cancelled on the server (SQLSTATE 57014); the connection is reusable"
+                        .to_string()
+                } else {
+                    "the statement finished as the cancel arrived; its result was discarded"
+                        .to_string()
+                };
+                let hint = if code == Code::QueryTimeout {
+                    "raise query_timeout or the caller's deadline, or make the statement faster"
+                } else {
+                    "the caller stopped waiting"
+                };
+                let mut e = base(cause, hint);
+                if saw_cancel {
+                    e = e.with_sqlstate("57014");
+                }
+                e
+            }
+            (Err(cancel_err), _) => {
+                self.state = State::Broken;
+                base(
+                    format!("the cancel request failed ({cancel_err}); the statement may still run on the server"),
+                    "the connection is closed; check the network path to the server",
+                )
+            }
+            (Ok(()), _) => {
+                self.state = State::Broken;
+                base(
+                    format!(
+                        "cancel sent, but the server did not confirm within {}",
+                        crate::config::fmt_duration(left)
+                    ),
+                    "the connection is closed; the server may be overloaded",
+                )
+            }
+        }
+    }
+
+    /// CancelRequest with the backend key over a fresh connection to the
+    /// same address, then waits for the server to close it, which it does
+    /// once the signal is delivered (so the cancel cannot hit a later
+    /// statement).
+    async fn send_cancel(&self, bound: Duration) -> Result<()> {
+        let Some((pid, key)) = self.backend else {
+            return Err(Error::invalid_state("the server sent no cancel key"));
+        };
+        let host = crate::config::HostPort {
+            host: self.addr.ip().to_string(),
+            port: self.addr.port(),
+        };
+        let limit = Some(Deadline::after("cancel_timeout", bound));
+        let dialer = self.dialer.clone();
+        let work = async move {
+            let mut c = dialer.connect_host(&host, limit).await?;
+            let mut buf = BytesMut::with_capacity(16);
+            frontend::cancel_request(pid, key, &mut buf);
+            c.stream
+                .write_all(&buf)
+                .await
+                .map_err(|e| Wire::new_lost(&host.to_string(), e))?;
+            let mut sink = [0u8; 64];
+            // EOF (or a reset) tells that the postmaster has handled it.
+            let _ = c.stream.read(&mut sink).await;
+            Ok::<(), Error>(())
+        };
+        match deadline::run(limit, work).await {
+            Ok(r) => r,
+            Err(deadline::Fired(d)) => {
+                Err(Error::new(Code::ConnectTimeout, "cancel request timed out")
+                    .with_limit(d.limit())
+                    .with_elapsed(bound))
+            }
+        }
+    }
+
+    /// Reads and discards up to ReadyForQuery. Ok(true) when the statement
+    /// ended with query_canceled (57014).
+    async fn drain(&mut self) -> Result<bool> {
+        let mut cancelled = false;
+        loop {
+            match self.read_message().await? {
+                Message::ErrorResponse(body)
+                    if error::sqlstate_of(&body).as_deref() == Some("57014") =>
+                {
+                    cancelled = true;
+                }
+                Message::ReadyForQuery(r) => {
+                    self.ready(r.status());
+                    return Ok(cancelled);
+                }
+                Message::ParameterStatus(p) => self.note_parameter(&p),
+                _ => {}
+            }
+        }
+    }
+}
+
+fn encode_error(e: std::io::Error) -> Error {
+    Error::invalid_argument(format!("cannot encode the statement: {e}"))
+}
+
+/// The row count in a command tag: the last number of `INSERT 0 5`,
+/// `UPDATE 3`, `SELECT 7`, `DELETE 0`, `MERGE 2`, `COPY 10`, `FETCH 4`.
+fn affected_rows(tag: &str) -> u64 {
+    tag.rsplit(' ')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Named prepared statements per connection, least recently used evicted.
+/// Capacity 0 uses the unnamed statement (PgBouncer transaction mode).
+struct StatementCache {
+    capacity: usize,
+    entries: HashMap<String, CacheEntry>,
+    tick: u64,
+    counter: u64,
+    evicted: Vec<String>,
+}
+
+struct CacheEntry {
+    name: String,
+    columns: Arc<Vec<Column>>,
+    used: u64,
+}
+
+impl StatementCache {
+    fn new(capacity: usize) -> StatementCache {
+        StatementCache {
+            capacity,
+            entries: HashMap::new(),
+            tick: 0,
+            counter: 0,
+            evicted: Vec::new(),
+        }
+    }
+
+    fn get(&mut self, sql: &str) -> Option<(String, Arc<Vec<Column>>)> {
+        self.tick += 1;
+        let tick = self.tick;
+        self.entries.get_mut(sql).map(|e| {
+            e.used = tick;
+            (e.name.clone(), e.columns.clone())
+        })
+    }
+
+    fn next_name(&mut self) -> String {
+        if self.capacity == 0 {
+            return String::new();
+        }
+        self.counter += 1;
+        format!("dp_{}", self.counter)
+    }
+
+    fn insert(&mut self, sql: &str, name: String, columns: Arc<Vec<Column>>) {
+        if self.capacity == 0 {
+            return;
+        }
+        if self.entries.len() >= self.capacity {
+            if let Some(oldest) = self
+                .entries
+                .iter()
+                .min_by_key(|(_, e)| e.used)
+                .map(|(k, _)| k.clone())
+            {
+                if let Some(e) = self.entries.remove(&oldest) {
+                    self.evicted.push(e.name);
+                }
+            }
+        }
+        self.tick += 1;
+        self.entries.insert(
+            sql.to_string(),
+            CacheEntry {
+                name,
+                columns,
+                used: self.tick,
+            },
+        );
+    }
+
+    fn forget(&mut self, sql: &str) {
+        if let Some(e) = self.entries.remove(sql) {
+            self.evicted.push(e.name);
+        }
+    }
+
+    fn take_evicted(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.evicted)
+    }
+}
+
+impl Wire {
+    /// CONNECTION_LOST for a stream that is not a [`Wire`] yet.
+    pub(crate) fn new_lost(peer: &str, e: std::io::Error) -> Error {
+        let class = crate::error::classify_io(&e, true);
+        Error::new(Code::ConnectionLost, format!("connection to {peer} lost"))
+            .with_layer(Layer::Login)
+            .with_peer(peer)
+            .with_cause(format!("{} ({})", class.meaning, class.errno_name))
+            .with_hint(class.hint)
+            .with_source(e)
+    }
+}

@@ -1,0 +1,165 @@
+//! Query results in text form, the same for PostgreSQL and MySQL.
+//!
+//! Values are kept in one buffer with a (start, end) range per cell rather
+//! than a `String` per value: a 100,000-row result is then two allocations
+//! that grow, not a million.
+
+use std::fmt;
+
+/// One result column.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Column {
+    pub name: String,
+    /// PostgreSQL: the type OID. MySQL: the column type code.
+    pub type_id: u32,
+}
+
+/// Marks a SQL NULL in the cell table.
+const NULL: (u32, u32) = (u32::MAX, u32::MAX);
+
+/// The rows, columns and completion facts of one statement.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct QueryResult {
+    columns: Vec<Column>,
+    data: Vec<u8>,
+    cells: Vec<(u32, u32)>,
+    rows: usize,
+    /// PostgreSQL's command tag (`SELECT 3`, `UPDATE 1`); MySQL: empty.
+    pub command_tag: String,
+    /// Rows inserted, updated or deleted (or returned, for SELECT in PostgreSQL).
+    pub affected_rows: u64,
+    /// MySQL's last insert id.
+    pub last_insert_id: Option<u64>,
+    /// MySQL's warning count.
+    pub warnings: u16,
+}
+
+impl QueryResult {
+    pub fn new(columns: Vec<Column>) -> QueryResult {
+        QueryResult {
+            columns,
+            ..QueryResult::default()
+        }
+    }
+
+    pub fn columns(&self) -> &[Column] {
+        &self.columns
+    }
+
+    pub fn set_columns(&mut self, columns: Vec<Column>) {
+        self.columns = columns;
+    }
+
+    pub fn column_count(&self) -> usize {
+        self.columns.len()
+    }
+
+    pub fn row_count(&self) -> usize {
+        self.rows
+    }
+
+    /// Starts a row; follow with one [`QueryResult::push_value`] per column.
+    pub fn begin_row(&mut self) {
+        self.rows += 1;
+    }
+
+    /// Appends a cell to the current row (`None` for SQL NULL). Fails only
+    /// past 4 GiB of result text.
+    pub fn push_value(&mut self, value: Option<&[u8]>) -> Result<(), &'static str> {
+        match value {
+            None => self.cells.push(NULL),
+            Some(v) => {
+                let start =
+                    u32::try_from(self.data.len()).map_err(|_| "result larger than 4 GiB")?;
+                self.data.extend_from_slice(v);
+                let end = u32::try_from(self.data.len()).map_err(|_| "result larger than 4 GiB")?;
+                self.cells.push((start, end));
+            }
+        }
+        Ok(())
+    }
+
+    /// Reserves room for about `bytes` more bytes of values.
+    pub fn reserve(&mut self, bytes: usize, cells: usize) {
+        self.data.reserve(bytes);
+        self.cells.reserve(cells);
+    }
+
+    /// The raw bytes of a value; `None` for SQL NULL or out of range.
+    pub fn bytes(&self, row: usize, col: usize) -> Option<&[u8]> {
+        if row >= self.rows || col >= self.columns.len() {
+            return None;
+        }
+        let (start, end) = *self.cells.get(row * self.columns.len() + col)?;
+        if (start, end) == NULL {
+            return None;
+        }
+        self.data.get(start as usize..end as usize)
+    }
+
+    /// A value as text; `None` for SQL NULL, out of range, or not UTF-8.
+    pub fn get(&self, row: usize, col: usize) -> Option<&str> {
+        self.bytes(row, col)
+            .and_then(|b| std::str::from_utf8(b).ok())
+    }
+
+    /// Whether the cell is SQL NULL (false when out of range).
+    pub fn is_null(&self, row: usize, col: usize) -> bool {
+        row < self.rows
+            && col < self.columns.len()
+            && self.cells.get(row * self.columns.len() + col) == Some(&NULL)
+    }
+
+    /// The index of the column called `name`.
+    pub fn column_index(&self, name: &str) -> Option<usize> {
+        self.columns.iter().position(|c| c.name == name)
+    }
+}
+
+impl fmt::Debug for QueryResult {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("QueryResult")
+            .field(
+                "columns",
+                &self.columns.iter().map(|c| &c.name).collect::<Vec<_>>(),
+            )
+            .field("rows", &self.rows)
+            .field("command_tag", &self.command_tag)
+            .field("affected_rows", &self.affected_rows)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cells_and_nulls() {
+        let mut r = QueryResult::new(vec![
+            Column {
+                name: "a".into(),
+                type_id: 23,
+            },
+            Column {
+                name: "b".into(),
+                type_id: 25,
+            },
+        ]);
+        r.begin_row();
+        r.push_value(Some(b"1")).expect("push");
+        r.push_value(None).expect("push");
+        r.begin_row();
+        r.push_value(Some("żółw".as_bytes())).expect("push");
+        r.push_value(Some(b"")).expect("push");
+        assert_eq!(r.row_count(), 2);
+        assert_eq!(r.get(0, 0), Some("1"));
+        assert_eq!(r.get(0, 1), None);
+        assert!(r.is_null(0, 1));
+        assert!(!r.is_null(1, 1));
+        assert_eq!(r.get(1, 0), Some("żółw"));
+        assert_eq!(r.get(1, 1), Some(""));
+        assert_eq!(r.get(2, 0), None);
+        assert_eq!(r.column_index("b"), Some(1));
+    }
+}

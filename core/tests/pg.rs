@@ -1,0 +1,253 @@
+//! PostgreSQL sessions against the throwaway server.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dialpool::deadline::CancelToken;
+use dialpool::pg::{PgConnection, PgConnector, TxStatus};
+use dialpool::{Code, Config, Deadline, Layer};
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// The shared server's URL with extra options.
+fn url(extra: &str) -> String {
+    let pg = dialpool_testkit::shared_pg().expect("PostgreSQL");
+    let sep = if pg.url.contains('?') { '&' } else { '?' };
+    format!("{}{sep}{extra}", pg.url)
+}
+
+fn connector(extra: &str) -> PgConnector {
+    let config = Config::parse(&url(extra)).expect("url");
+    PgConnector::new(Arc::new(config)).expect("connector")
+}
+
+async fn connect(extra: &str) -> PgConnection {
+    connector(extra).connect(None).await.expect("connect")
+}
+
+#[test]
+fn login_over_tls_with_scram_and_simple_queries() {
+    let pg = dialpool_testkit::shared_pg().expect("PostgreSQL");
+    let ca = pg.ca_file.expect("tls");
+    let url = format!(
+        "postgres://dialpool:dp-secret-pw@localhost:{}/dialpool?sslmode=verify-full&sslrootcert={}&application_name=dp-test",
+        pg.port,
+        ca.display()
+    );
+    rt().block_on(async {
+        let c = PgConnector::new(Arc::new(Config::parse(&url).expect("url"))).expect("connector");
+        let mut conn = c.connect(None).await.expect("login");
+        assert!(conn.is_tls());
+        assert!(conn.timings().tls.is_some());
+        let r = conn
+            .query("SELECT 1 AS one, NULL::text AS nothing, 'żółw' AS turtle, current_setting('application_name') AS app", &[], None, None)
+            .await
+            .expect("select");
+        assert_eq!(r.row_count(), 1);
+        let names: Vec<&str> = r.columns().iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["one", "nothing", "turtle", "app"]);
+        assert_eq!(r.columns()[0].type_id, 23);
+        assert_eq!(r.get(0, 0), Some("1"));
+        assert!(r.is_null(0, 1));
+        assert_eq!(r.get(0, 2), Some("żółw"));
+        assert_eq!(r.get(0, 3), Some("dp-test"));
+        assert_eq!(r.command_tag, "SELECT 1");
+        // Channel binding was used when the server offered it.
+        let r = conn
+            .query("SELECT ssl, version FROM pg_stat_ssl WHERE pid = pg_backend_pid()", &[], None, None)
+            .await
+            .expect("pg_stat_ssl");
+        assert_eq!(r.get(0, 0), Some("t"));
+        conn.close().await;
+    });
+}
+
+#[test]
+fn parameters_nulls_and_affected_rows() {
+    rt().block_on(async {
+        let mut conn = connect("sslmode=disable").await;
+        let r = conn
+            .query(
+                "SELECT $1::int + $2::int, $3::text IS NULL",
+                &[Some("2"), Some("40"), None],
+                None,
+                None,
+            )
+            .await
+            .expect("params");
+        assert_eq!(r.get(0, 0), Some("42"));
+        assert_eq!(r.get(0, 1), Some("t"));
+        conn.execute("CREATE TEMP TABLE t (id int, name text)", &[], None, None)
+            .await
+            .expect("create");
+        let n = conn
+            .execute(
+                "INSERT INTO t SELECT g, 'n' || g FROM generate_series(1, $1::int) g",
+                &[Some("5")],
+                None,
+                None,
+            )
+            .await
+            .expect("insert");
+        assert_eq!(n, 5);
+        let n = conn
+            .execute(
+                "UPDATE t SET name = $1 WHERE id > $2::int",
+                &[Some("x"), Some("3")],
+                None,
+                None,
+            )
+            .await
+            .expect("update");
+        assert_eq!(n, 2);
+        // The same statement again goes through the cache (no Parse).
+        for i in 0..3 {
+            let r = conn
+                .query(
+                    "SELECT name FROM t WHERE id = $1::int",
+                    &[Some(&(i + 1).to_string())],
+                    None,
+                    None,
+                )
+                .await
+                .expect("cached");
+            assert_eq!(r.get(0, 0).map(str::to_string), Some(format!("n{}", i + 1)));
+            assert_eq!(r.columns()[0].name, "name");
+        }
+    });
+}
+
+#[test]
+fn server_errors_keep_the_session_usable() {
+    rt().block_on(async {
+        let mut conn = connect("sslmode=disable").await;
+        let e = conn
+            .query("SELECT * FROM no_such_table", &[], None, None)
+            .await
+            .expect_err("42P01");
+        assert_eq!(e.code(), Code::ServerError);
+        assert_eq!(e.layer(), Layer::Query);
+        assert_eq!(e.sqlstate(), Some("42P01"));
+        assert!(e.to_string().contains("no_such_table"), "{e}");
+        let e = conn
+            .query("SELECT $1::int", &[Some("not a number")], None, None)
+            .await
+            .expect_err("22P02");
+        assert_eq!(e.sqlstate(), Some("22P02"));
+        let r = conn
+            .query("SELECT 2", &[], None, None)
+            .await
+            .expect("still usable");
+        assert_eq!(r.get(0, 0), Some("2"));
+        conn.execute("BEGIN", &[], None, None).await.expect("begin");
+        assert_eq!(conn.tx_status(), TxStatus::InTransaction);
+        let _ = conn
+            .query("SELECT 1/0", &[], None, None)
+            .await
+            .expect_err("22012");
+        assert_eq!(conn.tx_status(), TxStatus::Failed);
+        conn.reset().await.expect("rollback");
+        assert_eq!(conn.tx_status(), TxStatus::Idle);
+        assert!(conn.is_clean());
+    });
+}
+
+#[test]
+fn wrong_password_is_auth_failed_without_the_password() {
+    let pg = dialpool_testkit::shared_pg().expect("PostgreSQL");
+    let url = format!(
+        "postgres://dialpool:Wr0ngSecret@127.0.0.1:{}/dialpool?sslmode=disable",
+        pg.port
+    );
+    rt().block_on(async {
+        let c = PgConnector::new(Arc::new(Config::parse(&url).expect("url"))).expect("connector");
+        let e = c.connect(None).await.map(|_| ()).expect_err("bad password");
+        assert_eq!(e.code(), Code::AuthFailed, "{e}");
+        assert_eq!(e.layer(), Layer::Login);
+        assert!(!e.is_retryable());
+        assert_eq!(e.sqlstate(), Some("28P01"));
+        assert!(!format!("{e} {e:?}").contains("Wr0ngSecret"));
+    });
+    let url = format!(
+        "postgres://dialpool:dp-secret-pw@127.0.0.1:{}/no_such_db?sslmode=disable",
+        pg.port
+    );
+    rt().block_on(async {
+        let c = PgConnector::new(Arc::new(Config::parse(&url).expect("url"))).expect("connector");
+        let e = c.connect(None).await.map(|_| ()).expect_err("no db");
+        assert_eq!(e.code(), Code::ServerError, "{e}");
+        assert_eq!(e.layer(), Layer::Login);
+        assert_eq!(e.sqlstate(), Some("3D000"));
+    });
+}
+
+#[test]
+fn query_timeout_cancels_on_the_server_and_keeps_the_connection() {
+    rt().block_on(async {
+        let mut conn = connect("sslmode=disable&query_timeout=1s").await;
+        let pid = conn.backend_pid().expect("pid");
+        let start = Instant::now();
+        let e = conn
+            .query("SELECT pg_sleep(5)", &[], None, None)
+            .await
+            .expect_err("timeout");
+        let took = start.elapsed();
+        assert_eq!(e.code(), Code::QueryTimeout, "{e}");
+        assert_eq!(e.layer(), Layer::Query);
+        assert_eq!(e.limit(), Some("query_timeout"));
+        assert_eq!(e.sqlstate(), Some("57014"), "{e}");
+        assert!(
+            took >= Duration::from_secs(1) && took < Duration::from_secs(3),
+            "{took:?}"
+        );
+        assert!(conn.is_clean(), "kept after a confirmed cancel");
+        // The server no longer runs it: check from another session.
+        let mut other = connect("sslmode=disable").await;
+        let r = other
+            .query(
+                "SELECT state FROM pg_stat_activity WHERE pid = $1::int",
+                &[Some(&pid.to_string())],
+                None,
+                None,
+            )
+            .await
+            .expect("activity");
+        assert_eq!(r.get(0, 0), Some("idle"));
+        let r = conn
+            .query("SELECT 3", &[], None, None)
+            .await
+            .expect("reused");
+        assert_eq!(r.get(0, 0), Some("3"));
+        // A caller deadline shorter than query_timeout is named.
+        let e = conn
+            .query(
+                "SELECT pg_sleep(5)",
+                &[],
+                Some(Deadline::caller(Duration::from_millis(300))),
+                None,
+            )
+            .await
+            .expect_err("deadline");
+        assert_eq!(e.limit(), Some("deadline"));
+        // A caller cancel gives CANCELLED, also cancelled on the server.
+        let token = CancelToken::new();
+        let t2 = token.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            t2.cancel();
+        });
+        let e = conn
+            .query("SELECT pg_sleep(5)", &[], None, Some(&token))
+            .await
+            .expect_err("cancel");
+        assert_eq!(e.code(), Code::Cancelled, "{e}");
+        assert_eq!(e.sqlstate(), Some("57014"));
+        assert!(conn.is_clean());
+    });
+}
