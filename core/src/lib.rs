@@ -5,6 +5,7 @@
 //! query — has its own limit, and every failure is an [`Error`] naming the
 //! layer, the limit that fired and the time spent.
 
+pub mod client;
 pub mod config;
 pub mod deadline;
 pub mod dial;
@@ -15,10 +16,12 @@ pub mod rows;
 pub mod runtime;
 pub mod stream;
 
+pub use client::{Connection, Ctx, Pool, Session};
 pub use config::Config;
 pub use deadline::Deadline;
 pub use dial::{Connected, Dialer, PhaseTimings};
 pub use error::{Code, Error, Layer, Limit, Result};
+pub use rows::{Column, QueryResult};
 
 /// The library's version.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -251,3 +251,189 @@ fn query_timeout_cancels_on_the_server_and_keeps_the_connection() {
         assert!(conn.is_clean());
     });
 }
+
+// ---- through the pool ----
+
+async fn pool(extra: &str) -> dialpool::Pool {
+    dialpool::Pool::open(&url(extra)).await.expect("pool")
+}
+
+#[test]
+fn pool_wrong_password_fails_at_once() {
+    let pg = dialpool_testkit::shared_pg().expect("PostgreSQL");
+    let url = format!(
+        "postgres://dialpool:Wr0ngSecret@127.0.0.1:{}/dialpool?sslmode=disable&acquire_timeout=10s",
+        pg.port
+    );
+    rt().block_on(async {
+        let pool = dialpool::Pool::open(&url).await.expect("pool");
+        let start = Instant::now();
+        let mut tasks = Vec::new();
+        for _ in 0..4 {
+            let pool = pool.clone();
+            tasks.push(tokio::spawn(async move {
+                pool.query("SELECT 1", &[], None).await.map(|_| ())
+            }));
+        }
+        for t in tasks {
+            let e = t.await.expect("task").expect_err("bad password");
+            assert_eq!(e.code(), Code::AuthFailed, "{e}");
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(3),
+            "not after acquire_timeout"
+        );
+        pool.close();
+    });
+}
+
+#[test]
+fn pool_never_hands_out_a_terminated_connection() {
+    rt().block_on(async {
+        let pool = pool("sslmode=disable&max_open=2&ping_after=1h").await;
+        let mut admin = connect("sslmode=disable").await;
+        for round in 0..20 {
+            let pid = {
+                let mut c = pool.acquire(None).await.expect("acquire");
+                let r = c
+                    .query("SELECT pg_backend_pid()", &[], None)
+                    .await
+                    .expect("pid");
+                r.get(0, 0).expect("pid").to_string()
+            };
+            // Kill the idle pooled session behind the pool's back.
+            admin
+                .query(
+                    "SELECT pg_terminate_backend($1::int)",
+                    &[Some(&pid)],
+                    None,
+                    None,
+                )
+                .await
+                .expect("terminate");
+            // Give the server a moment to close the socket.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let r = pool.query("SELECT 1", &[], None).await;
+            assert!(r.is_ok(), "round {round}: {:?}", r.err());
+        }
+        assert!(pool.stats().closed_dead >= 20, "{:?}", pool.stats());
+        // A busy session killed mid-query: CONNECTION_LOST, not retryable.
+        let mut c = pool.acquire(None).await.expect("acquire");
+        let pid = c
+            .query("SELECT pg_backend_pid()", &[], None)
+            .await
+            .expect("pid")
+            .get(0, 0)
+            .expect("pid")
+            .to_string();
+        let killer = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            admin
+                .query(
+                    "SELECT pg_terminate_backend($1::int)",
+                    &[Some(&pid)],
+                    None,
+                    None,
+                )
+                .await
+                .expect("terminate");
+        });
+        let e = c
+            .query("SELECT pg_sleep(5)", &[], None)
+            .await
+            .expect_err("killed");
+        killer.await.expect("killer");
+        assert!(
+            matches!(e.code(), Code::ConnectionLost | Code::ServerError),
+            "{e}"
+        );
+        assert!(!e.is_retryable());
+        drop(c);
+        pool.query("SELECT 1", &[], None)
+            .await
+            .expect("pool recovers");
+    });
+}
+
+#[test]
+fn pool_rolls_back_an_open_transaction_on_release() {
+    rt().block_on(async {
+        let pool = pool("sslmode=disable&max_open=1").await;
+        pool.execute(
+            "CREATE TABLE IF NOT EXISTS rollback_probe (v int)",
+            &[],
+            None,
+        )
+        .await
+        .expect("create");
+        pool.execute("TRUNCATE rollback_probe", &[], None)
+            .await
+            .expect("truncate");
+        {
+            let mut c = pool.acquire(None).await.expect("acquire");
+            c.execute("BEGIN", &[], None).await.expect("begin");
+            c.execute("INSERT INTO rollback_probe VALUES (1)", &[], None)
+                .await
+                .expect("insert");
+        }
+        let r = pool
+            .query("SELECT count(*) FROM rollback_probe", &[], None)
+            .await
+            .expect("count");
+        assert_eq!(
+            r.get(0, 0),
+            Some("0"),
+            "the next user must not see the open transaction"
+        );
+        assert_eq!(pool.stats().open, 1, "the connection was reset, not closed");
+    });
+}
+
+#[test]
+fn pool_keeps_max_idle_time_below_idle_session_timeout() {
+    rt().block_on(async {
+        let mut admin = connect("sslmode=disable").await;
+        admin.execute("DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'dp_idle') THEN CREATE ROLE dp_idle LOGIN PASSWORD 'idle-pw'; END IF; END $$", &[], None, None).await.expect("role");
+        admin.execute("ALTER ROLE dp_idle SET idle_session_timeout = '1s'", &[], None, None).await.expect("alter");
+        admin.execute("GRANT CONNECT ON DATABASE dialpool TO dp_idle", &[], None, None).await.expect("grant");
+        let pg = dialpool_testkit::shared_pg().expect("PostgreSQL");
+        let url = format!(
+            "postgres://dp_idle:idle-pw@127.0.0.1:{}/dialpool?sslmode=disable&max_open=3&ping_after=1h",
+            pg.port
+        );
+        let pool = dialpool::Pool::open(&url).await.expect("pool");
+        for _ in 0..3 {
+            pool.query("SELECT 1", &[], None).await.expect("first");
+        }
+        let s = pool.stats();
+        assert_eq!(s.server_idle_limit, Some(Duration::from_secs(1)));
+        assert!(s.max_idle_time.expect("set") < Duration::from_secs(1), "{s:?}");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        for _ in 0..10 {
+            pool.query("SELECT 1", &[], None).await.expect("no error after the server's idle cut");
+        }
+    });
+}
+
+#[test]
+fn big_results_many_parameters_and_text() {
+    rt().block_on(async {
+        let pool = pool("sslmode=disable").await;
+        let r = pool
+            .query("SELECT g, 'row ' || g, CASE WHEN g % 10 = 0 THEN NULL ELSE 'ünï' END FROM generate_series(1, 100000) g", &[], None)
+            .await
+            .expect("100k rows");
+        assert_eq!(r.row_count(), 100_000);
+        assert_eq!(r.get(99_999, 1), Some("row 100000"));
+        assert!(r.is_null(9, 2));
+        assert_eq!(r.get(0, 2), Some("ünï"));
+        let values: Vec<String> = (0..1000).map(|i| i.to_string()).collect();
+        let params: Vec<Option<&str>> = values.iter().map(|v| Some(v.as_str())).collect();
+        let sql = format!(
+            "SELECT {}",
+            (1..=1000).map(|i| format!("${i}::int")).collect::<Vec<_>>().join(" + ")
+        );
+        let r = pool.query(&sql, &params, None).await.expect("1000 params");
+        assert_eq!(r.get(0, 0), Some("499500"));
+    });
+}

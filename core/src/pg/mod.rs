@@ -357,6 +357,23 @@ impl PgConnection {
         }
     }
 
+    /// The server's `idle_session_timeout` (PostgreSQL 14 and later), when
+    /// set; read with a short bound so a slow server cannot stall the pool.
+    pub async fn server_idle_limit(&mut self) -> Option<Duration> {
+        let bound = Some(Deadline::after("login_timeout", Duration::from_secs(5)));
+        let r = self
+            .query(
+                "SELECT setting::bigint FROM pg_settings WHERE name = 'idle_session_timeout'",
+                &[],
+                bound,
+                None,
+            )
+            .await
+            .ok()?;
+        let ms: u64 = r.get(0, 0)?.parse().ok()?;
+        (ms > 0).then(|| Duration::from_millis(ms))
+    }
+
     /// Rolls back an open transaction, bounded by `cancel_timeout`.
     pub async fn reset(&mut self) -> Result<()> {
         if self.tx == TxStatus::Idle && self.state == State::Ready {

@@ -22,7 +22,7 @@ mod stats;
 use std::collections::VecDeque;
 use std::future::Future;
 use std::ops::{Deref, DerefMut};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -32,7 +32,7 @@ use tokio::sync::oneshot;
 pub use stats::{CloseReason, Event, EventHandler, Stats};
 
 use crate::config::{fmt_duration, PoolOptions};
-use crate::deadline::{self, Deadline};
+use crate::deadline::{self, CancelToken, Deadline, Stop};
 use crate::dial::PhaseTimings;
 use crate::error::{Code, Error, Layer, Result};
 
@@ -94,6 +94,16 @@ pub trait Manager: Send + Sync + 'static {
             Code::AuthFailed | Code::TlsError | Code::InvalidArgument | Code::DnsError
         ) && !err.is_retryable()
             || (err.code() == Code::ServerError && err.layer() == Layer::Login)
+    }
+
+    /// The server's own cut for idle sessions (PostgreSQL's
+    /// `idle_session_timeout`, MySQL's `wait_timeout`), read on the pool's
+    /// first connection; the pool keeps `max_idle_time` below it.
+    fn server_idle_limit(
+        &self,
+        _conn: &mut Self::Connection,
+    ) -> impl Future<Output = Option<Duration>> + Send {
+        async { None }
     }
 
     /// Dial phase timings of the last connect, for the connect event.
@@ -181,6 +191,13 @@ struct Inner<M: Manager> {
     events: Option<Arc<dyn EventHandler>>,
     track_leases: bool,
     hot: HotCounters,
+    /// `max_idle_time` in force, in nanoseconds (0: off); lowered once the
+    /// server's idle cut is known.
+    max_idle_nanos: AtomicU64,
+    /// Whether the server's idle cut has been asked for.
+    idle_limit_checked: AtomicBool,
+    /// What the server said, for stats.
+    server_idle_limit: Mutex<Option<Duration>>,
 }
 
 /// A pool of connections made by `M`. Cheap to clone; all clones share it.
@@ -224,6 +241,7 @@ impl<M: Manager> Pool<M> {
         events: Option<Arc<dyn EventHandler>>,
     ) -> Pool<M> {
         let track_leases = opts.leak_threshold.is_some();
+        let max_idle_nanos = opts.max_idle_time.map_or(0, |d| d.as_nanos() as u64);
         let inner = Arc::new(Inner {
             manager,
             opts,
@@ -245,6 +263,9 @@ impl<M: Manager> Pool<M> {
             events,
             track_leases,
             hot: HotCounters::default(),
+            max_idle_nanos: AtomicU64::new(max_idle_nanos),
+            idle_limit_checked: AtomicBool::new(false),
+            server_idle_limit: Mutex::new(None),
         });
         Inner::refill(&inner);
         Inner::start_maintenance(&inner);
@@ -271,6 +292,16 @@ impl<M: Manager> Pool<M> {
     pub async fn acquire_labeled(
         &self,
         caller: Option<Deadline>,
+        label: Option<&str>,
+    ) -> Result<Pooled<M>> {
+        self.acquire_with(caller, None, label).await
+    }
+
+    /// The general acquire: `cancel` stops the wait at once with CANCELLED.
+    pub async fn acquire_with(
+        &self,
+        caller: Option<Deadline>,
+        cancel: Option<&CancelToken>,
         label: Option<&str>,
     ) -> Result<Pooled<M>> {
         let start = Instant::now();
@@ -308,7 +339,7 @@ impl<M: Manager> Pool<M> {
                 inner.spawn_connect();
             }
             let conn = match taken {
-                Taken::Idle(conn) => match inner.check_out(conn, limit).await {
+                Taken::Idle(conn) => match inner.check_out(conn, limit, cancel, start).await {
                     Ok(conn) => conn,
                     Err(Some(e)) => return Err(e),
                     Err(None) => continue,
@@ -321,15 +352,20 @@ impl<M: Manager> Pool<M> {
                         rx,
                         done: false,
                     };
-                    let outcome = deadline::run(limit, &mut guard.rx).await;
+                    let outcome = deadline::run_until(limit, cancel, &mut guard.rx).await;
                     guard.done = true;
                     match outcome {
                         Ok(Ok(Ok(conn))) => conn,
                         Ok(Ok(Err(e))) => return Err(e),
                         Ok(Err(_)) => return Err(pool_closed()),
-                        Err(deadline::Fired(d)) => {
+                        Err(Stop::Deadline(d)) => {
                             inner.abandon(id, &mut guard.rx);
                             return Err(inner.timed_out(d, start));
+                        }
+                        Err(Stop::Cancelled) => {
+                            inner.abandon(id, &mut guard.rx);
+                            inner.state.lock().counters.acquire_cancelled += 1;
+                            return Err(acquire_cancelled(start));
                         }
                     }
                 }
@@ -382,6 +418,8 @@ impl<M: Manager> Pool<M> {
             closed_dead: c.closed_dead,
             closed_broken: c.closed_broken,
             leaks: c.leaks,
+            max_idle_time: self.inner.max_idle_time(),
+            server_idle_limit: *self.inner.server_idle_limit.lock(),
         }
     }
 
@@ -436,12 +474,61 @@ impl<M: Manager> Drop for WaitGuard<'_, M> {
     }
 }
 
+fn acquire_cancelled(start: Instant) -> Error {
+    Error::new(
+        Code::Cancelled,
+        "waiting for a connection was cancelled by the caller",
+    )
+    .with_layer(Layer::Pool)
+    .with_elapsed(start.elapsed())
+}
+
 fn pool_closed() -> Error {
     Error::new(Code::PoolClosed, "the pool is closed")
         .with_hint("the application closed this pool; acquire from an open one")
 }
 
 impl<M: Manager> Inner<M> {
+    fn max_idle_time(&self) -> Option<Duration> {
+        match self.max_idle_nanos.load(Ordering::Relaxed) {
+            0 => None,
+            n => Some(Duration::from_nanos(n)),
+        }
+    }
+
+    /// Asks the server for its idle cut once per pool and keeps
+    /// `max_idle_time` safely below it, so the pool retires a connection
+    /// before the server does.
+    async fn learn_server_idle_limit(&self, raw: &mut M::Connection) {
+        if self.idle_limit_checked.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let Some(limit) = self.manager.server_idle_limit(raw).await else {
+            return;
+        };
+        if limit.is_zero() {
+            return;
+        }
+        *self.server_idle_limit.lock() = Some(limit);
+        let margin = (limit / 10).min(Duration::from_secs(5));
+        let safe = limit - margin;
+        let current = self.max_idle_time();
+        if current.is_none_or(|c| c > safe) {
+            self.max_idle_nanos
+                .store(safe.as_nanos() as u64, Ordering::Relaxed);
+            let why = format!(
+                "the server closes sessions idle for {}",
+                fmt_duration(limit)
+            );
+            self.emit(|| Event::Adjusted {
+                option: "max_idle_time",
+                from: current,
+                to: safe,
+                why: &why,
+            });
+        }
+    }
+
     fn emit<'a>(&self, event: impl FnOnce() -> Event<'a>) {
         if let Some(h) = &self.events {
             h.event(&event());
@@ -497,7 +584,8 @@ impl<M: Manager> Inner<M> {
             let result = self.manager.connect().await;
             let elapsed = slot_start.elapsed();
             match result {
-                Ok(raw) => {
+                Ok(mut raw) => {
+                    self.learn_server_idle_limit(&mut raw).await;
                     let timings = self.manager.timings(&raw);
                     self.emit(|| Event::ConnectEnd {
                         elapsed,
@@ -626,6 +714,8 @@ impl<M: Manager> Inner<M> {
         self: &Arc<Self>,
         mut conn: Conn<M::Connection>,
         limit: Option<Deadline>,
+        cancel: Option<&CancelToken>,
+        start: Instant,
     ) -> std::result::Result<Conn<M::Connection>, Option<Error>> {
         let now = Instant::now();
         if conn.expires.is_some_and(|t| now >= t) {
@@ -633,7 +723,7 @@ impl<M: Manager> Inner<M> {
             return Err(None);
         }
         let idle_for = now.saturating_duration_since(conn.last_used);
-        if self.opts.max_idle_time.is_some_and(|t| idle_for >= t) {
+        if self.max_idle_time().is_some_and(|t| idle_for >= t) {
             self.discard(conn, CloseReason::MaxIdleTime);
             return Err(None);
         }
@@ -646,13 +736,20 @@ impl<M: Manager> Inner<M> {
                 Deadline::from_option("ping_timeout", self.opts.ping_timeout),
                 limit,
             );
-            match deadline::run(limit, self.manager.ping(&mut conn.raw, ping_limit)).await {
+            match deadline::run_until(limit, cancel, self.manager.ping(&mut conn.raw, ping_limit))
+                .await
+            {
                 Ok(Ok(())) => {}
                 Ok(Err(_)) => {
                     self.discard(conn, CloseReason::Broken);
                     return Err(None);
                 }
-                Err(deadline::Fired(d)) => {
+                Err(Stop::Cancelled) => {
+                    self.discard(conn, CloseReason::Broken);
+                    self.state.lock().counters.acquire_cancelled += 1;
+                    return Err(Some(acquire_cancelled(start)));
+                }
+                Err(Stop::Deadline(d)) => {
                     // The acquire deadline passed mid-ping: the session's
                     // state is unknown, so it goes.
                     self.discard(conn, CloseReason::Broken);
@@ -872,8 +969,7 @@ impl<M: Manager> Inner<M> {
                 let reason = if conn.expires.is_some_and(|t| now >= t) {
                     Some(CloseReason::MaxLifetime)
                 } else if self
-                    .opts
-                    .max_idle_time
+                    .max_idle_time()
                     .is_some_and(|t| now.saturating_duration_since(conn.last_used) >= t)
                 {
                     Some(CloseReason::MaxIdleTime)

@@ -47,6 +47,11 @@ pub struct Stats {
     pub closed_broken: u64,
     /// Connections held longer than `leak_threshold`.
     pub leaks: u64,
+    /// The `max_idle_time` in force: the configured one, or lower when the
+    /// server's idle cut required it.
+    pub max_idle_time: Option<Duration>,
+    /// The server's idle cut, once read (idle_session_timeout, wait_timeout).
+    pub server_idle_limit: Option<Duration>,
 }
 
 impl Stats {
@@ -126,8 +131,7 @@ pub enum Event<'a> {
 }
 
 /// Receives the pool's events. Called synchronously on the thread where the
-/// event happens, sometimes under the pool's lock: keep it quick and never
-/// call back into the pool.
+/// event happens (never under the pool's lock): keep it quick.
 pub trait EventHandler: Send + Sync + 'static {
     fn event(&self, event: &Event<'_>);
 }

@@ -1,0 +1,339 @@
+//! The public async API the bindings wrap: a [`Pool`] of database sessions
+//! opened from one URL, and the [`Connection`]s it hands out. Which database
+//! is behind the URL does not change the API, the errors or the limits.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::{Config, DbKind};
+use crate::deadline::{CancelToken, Deadline};
+use crate::dial::PhaseTimings;
+use crate::error::{Error, Result};
+use crate::pg::{PgConnection, PgConnector};
+use crate::pool::{self, EventHandler, Liveness, ReleaseState, Stats};
+use crate::rows::QueryResult;
+
+/// A deadline and a cancel signal together: what a Go ctx, a C `dp_ctx` or
+/// a Python call with `timeout=` carries.
+#[derive(Debug, Clone, Default)]
+pub struct Ctx {
+    pub deadline: Option<Deadline>,
+    pub cancel: Option<CancelToken>,
+}
+
+impl Ctx {
+    /// No deadline of the caller's own, no cancel: only the configured limits.
+    pub fn none() -> Ctx {
+        Ctx::default()
+    }
+
+    /// A caller deadline `timeout` from now.
+    pub fn timeout(timeout: Duration) -> Ctx {
+        Ctx {
+            deadline: Some(Deadline::caller(timeout)),
+            cancel: None,
+        }
+    }
+
+    pub fn with_cancel(mut self, cancel: CancelToken) -> Ctx {
+        self.cancel = Some(cancel);
+        self
+    }
+}
+
+impl From<Option<Deadline>> for Ctx {
+    fn from(deadline: Option<Deadline>) -> Ctx {
+        Ctx {
+            deadline,
+            cancel: None,
+        }
+    }
+}
+
+/// One session of either database.
+pub enum Session {
+    Postgres(PgConnection),
+}
+
+impl Session {
+    pub async fn query(
+        &mut self,
+        sql: &str,
+        params: &[Option<&str>],
+        ctx: &Ctx,
+    ) -> Result<QueryResult> {
+        match self {
+            Session::Postgres(c) => {
+                c.query(sql, params, ctx.deadline, ctx.cancel.as_ref())
+                    .await
+            }
+        }
+    }
+
+    fn probe(&self) -> Liveness {
+        match self {
+            Session::Postgres(c) => c.probe(),
+        }
+    }
+
+    fn release_state(&self) -> ReleaseState {
+        match self {
+            Session::Postgres(c) if c.is_clean() => ReleaseState::Clean,
+            Session::Postgres(c) if c.is_ready() => ReleaseState::NeedsReset,
+            Session::Postgres(_) => ReleaseState::Broken,
+        }
+    }
+
+    pub fn timings(&self) -> PhaseTimings {
+        match self {
+            Session::Postgres(c) => c.timings(),
+        }
+    }
+
+    /// The PostgreSQL session, if that is what this is.
+    pub fn as_postgres(&mut self) -> Option<&mut PgConnection> {
+        match self {
+            Session::Postgres(c) => Some(c),
+        }
+    }
+}
+
+/// Opens sessions for the pool.
+pub struct DbManager {
+    connector: Connector,
+}
+
+enum Connector {
+    Postgres(PgConnector),
+}
+
+impl DbManager {
+    pub fn new(config: Arc<Config>) -> Result<DbManager> {
+        let connector = match config.kind {
+            DbKind::Postgres => Connector::Postgres(PgConnector::new(config)?),
+            DbKind::Mysql => {
+                return Err(Error::invalid_argument(
+                    "mysql:// and mariadb:// pools are not available yet in this build",
+                ))
+            }
+            DbKind::Tcp => {
+                return Err(Error::invalid_argument(
+                    "tcp:// URLs are for plain dials (dp_dial, DialContext), not pools; use postgres:// or mysql://",
+                ))
+            }
+        };
+        Ok(DbManager { connector })
+    }
+}
+
+impl pool::Manager for DbManager {
+    type Connection = Session;
+
+    async fn connect(&self) -> Result<Session> {
+        match &self.connector {
+            Connector::Postgres(c) => c.connect(None).await.map(Session::Postgres),
+        }
+    }
+
+    fn probe(&self, conn: &mut Session) -> Liveness {
+        conn.probe()
+    }
+
+    async fn ping(&self, conn: &mut Session, deadline: Option<Deadline>) -> Result<()> {
+        match conn {
+            Session::Postgres(c) => c.ping(deadline).await,
+        }
+    }
+
+    fn release_state(&self, conn: &mut Session) -> ReleaseState {
+        conn.release_state()
+    }
+
+    async fn reset(&self, conn: &mut Session) -> Result<()> {
+        match conn {
+            Session::Postgres(c) => c.reset().await,
+        }
+    }
+
+    async fn close(&self, conn: Session) {
+        match conn {
+            Session::Postgres(c) => c.close().await,
+        }
+    }
+
+    async fn server_idle_limit(&self, conn: &mut Session) -> Option<Duration> {
+        match conn {
+            Session::Postgres(c) => c.server_idle_limit().await,
+        }
+    }
+
+    fn timings(&self, conn: &Session) -> Option<PhaseTimings> {
+        Some(conn.timings())
+    }
+}
+
+/// A pool of sessions to one database. Cheap to clone; thread-safe.
+#[derive(Clone)]
+pub struct Pool {
+    inner: pool::Pool<DbManager>,
+    config: Arc<Config>,
+}
+
+/// A session checked out of a [`Pool`]; goes back when dropped.
+pub struct Connection {
+    pooled: pool::Pooled<DbManager>,
+}
+
+impl Pool {
+    /// Opens a pool for `url` on the current tokio runtime. No connection is
+    /// made here (beyond `min_idle`, in the background): the first acquire
+    /// reports what the database says.
+    pub async fn open(url: &str) -> Result<Pool> {
+        let handle = tokio::runtime::Handle::try_current().map_err(|_| {
+            Error::invalid_state(
+                "Pool::open needs a tokio runtime; use Pool::open_blocking from plain threads",
+            )
+        })?;
+        Pool::open_config(Config::parse(url)?, handle, None)
+    }
+
+    /// Opens a pool from a validated configuration; background work runs on
+    /// `handle`; `events` receives the pool's events.
+    pub fn open_config(
+        config: Config,
+        handle: tokio::runtime::Handle,
+        events: Option<Arc<dyn EventHandler>>,
+    ) -> Result<Pool> {
+        let config = Arc::new(config);
+        let manager = DbManager::new(config.clone())?;
+        let inner = pool::Pool::with_handle(manager, config.pool.clone(), handle, events);
+        Ok(Pool { inner, config })
+    }
+
+    /// Opens a pool on dialpool's internal runtime (for the blocking
+    /// facade: C, Python, Go).
+    pub fn open_blocking(config: Config, events: Option<Arc<dyn EventHandler>>) -> Result<Pool> {
+        let handle = crate::runtime::handle()?;
+        Pool::open_config(config, handle, events)
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Checks out a session within the earlier of `acquire_timeout` and
+    /// `deadline`.
+    pub async fn acquire(&self, deadline: Option<Deadline>) -> Result<Connection> {
+        self.acquire_ctx(&deadline.into(), None).await
+    }
+
+    /// Checks out a session under `ctx`, with a label for leak warnings.
+    pub async fn acquire_ctx(&self, ctx: &Ctx, label: Option<&str>) -> Result<Connection> {
+        let pooled = self
+            .inner
+            .acquire_with(ctx.deadline, ctx.cancel.as_ref(), label)
+            .await?;
+        Ok(Connection { pooled })
+    }
+
+    /// Acquire and query under one deadline.
+    pub async fn query(
+        &self,
+        sql: &str,
+        params: &[Option<&str>],
+        deadline: Option<Deadline>,
+    ) -> Result<QueryResult> {
+        self.query_ctx(sql, params, &deadline.into()).await
+    }
+
+    /// Acquire and query under one [`Ctx`]: the query gets what the acquire
+    /// left of the caller's deadline.
+    pub async fn query_ctx(
+        &self,
+        sql: &str,
+        params: &[Option<&str>],
+        ctx: &Ctx,
+    ) -> Result<QueryResult> {
+        let mut conn = self.acquire_ctx(ctx, None).await?;
+        conn.query_ctx(sql, params, ctx).await
+    }
+
+    /// Acquire and execute under one deadline; the affected row count.
+    pub async fn execute(
+        &self,
+        sql: &str,
+        params: &[Option<&str>],
+        deadline: Option<Deadline>,
+    ) -> Result<u64> {
+        self.query(sql, params, deadline)
+            .await
+            .map(|r| r.affected_rows)
+    }
+
+    pub fn stats(&self) -> Stats {
+        self.inner.stats()
+    }
+
+    /// Closes the pool (see [`pool::Pool::close`]). Idempotent.
+    pub fn close(&self) {
+        self.inner.close()
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.inner.is_closed()
+    }
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Pool({}, {:?})", self.config, self.inner)
+    }
+}
+
+impl Connection {
+    /// Runs a statement under the earlier of `query_timeout` and `deadline`.
+    pub async fn query(
+        &mut self,
+        sql: &str,
+        params: &[Option<&str>],
+        deadline: Option<Deadline>,
+    ) -> Result<QueryResult> {
+        self.query_ctx(sql, params, &deadline.into()).await
+    }
+
+    pub async fn query_ctx(
+        &mut self,
+        sql: &str,
+        params: &[Option<&str>],
+        ctx: &Ctx,
+    ) -> Result<QueryResult> {
+        self.pooled.query(sql, params, ctx).await
+    }
+
+    /// The affected row count of a statement.
+    pub async fn execute(
+        &mut self,
+        sql: &str,
+        params: &[Option<&str>],
+        deadline: Option<Deadline>,
+    ) -> Result<u64> {
+        self.query(sql, params, deadline)
+            .await
+            .map(|r| r.affected_rows)
+    }
+
+    /// The underlying session.
+    pub fn session(&mut self) -> &mut Session {
+        &mut self.pooled
+    }
+
+    /// How long this connection has been checked out.
+    pub fn held(&self) -> Duration {
+        self.pooled.held()
+    }
+
+    /// Closes the session instead of returning it to the pool.
+    pub fn discard(self) {
+        self.pooled.discard()
+    }
+}
