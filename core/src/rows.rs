@@ -32,6 +32,9 @@ pub struct QueryResult {
     pub last_insert_id: Option<u64>,
     /// MySQL's warning count.
     pub warnings: u16,
+    /// Notices the server sent while running the statement (PostgreSQL
+    /// NoticeResponse, e.g. `NOTICE: table "t" does not exist, skipping`).
+    pub notices: Vec<String>,
 }
 
 impl QueryResult {

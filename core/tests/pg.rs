@@ -437,3 +437,86 @@ fn big_results_many_parameters_and_text() {
         assert_eq!(r.get(0, 0), Some("499500"));
     });
 }
+
+#[test]
+fn black_hole_on_an_established_session_gives_query_timeout_on_time() {
+    if !dialpool_testkit::netns::enter(
+        "black_hole_on_an_established_session_gives_query_timeout_on_time",
+        dialpool_testkit::netns::NetnsSpec::default(),
+    ) {
+        return;
+    }
+    let server = dialpool_testkit::PgServer::start(dialpool_testkit::PgOptions::default())
+        .expect("server in namespace");
+    let url = format!(
+        "{}?sslmode=disable&query_timeout=1s&cancel_timeout=500ms",
+        server.url()
+    );
+    let c = PgConnector::new(Arc::new(Config::parse(&url).expect("url"))).expect("connector");
+    let port = server.port();
+    rt().block_on(async move {
+        let mut conn = c.connect(None).await.expect("connect");
+        conn.query("SELECT 1", &[], None, None)
+            .await
+            .expect("works before the hole");
+        dialpool_testkit::netns::drop_tcp_port(port).expect("iptables DROP");
+        let start = Instant::now();
+        let e = conn
+            .query("SELECT 1", &[], None, None)
+            .await
+            .expect_err("black hole");
+        let took = start.elapsed();
+        assert_eq!(e.code(), Code::QueryTimeout, "{e}");
+        assert_eq!(e.limit(), Some("query_timeout"));
+        let elapsed = e.elapsed().expect("elapsed");
+        assert!(
+            elapsed >= Duration::from_secs(1) && elapsed < Duration::from_millis(1100),
+            "{e}"
+        );
+        // The cancel cannot get through either; it is bounded by cancel_timeout.
+        assert!(took < Duration::from_secs(3), "{took:?}");
+        assert!(
+            conn.is_broken(),
+            "an unconfirmed cancel leaves the session unusable"
+        );
+        assert!(e.to_string().contains("cancel"), "{e}");
+    });
+}
+
+#[test]
+fn black_hole_without_query_timeout_is_cut_by_tcp_user_timeout() {
+    if !dialpool_testkit::netns::enter(
+        "black_hole_without_query_timeout_is_cut_by_tcp_user_timeout",
+        dialpool_testkit::netns::NetnsSpec::default(),
+    ) {
+        return;
+    }
+    let server = dialpool_testkit::PgServer::start(dialpool_testkit::PgOptions::default())
+        .expect("server in namespace");
+    let url = format!(
+        "{}?sslmode=disable&tcp_user_timeout=2s&keepalive_idle=1s&keepalive_interval=1s&keepalive_count=2",
+        server.url()
+    );
+    let c = PgConnector::new(Arc::new(Config::parse(&url).expect("url"))).expect("connector");
+    let port = server.port();
+    rt().block_on(async move {
+        let mut conn = c.connect(None).await.expect("connect");
+        conn.query("SELECT 1", &[], None, None)
+            .await
+            .expect("works before the hole");
+        dialpool_testkit::netns::drop_tcp_port(port).expect("iptables DROP");
+        let start = Instant::now();
+        let e = conn
+            .query("SELECT 1", &[], None, None)
+            .await
+            .expect_err("black hole");
+        let took = start.elapsed();
+        assert_eq!(e.code(), Code::ConnectionLost, "{e}");
+        assert_eq!(e.os_error(), Some(libc::ETIMEDOUT), "{e}");
+        assert!(
+            took >= Duration::from_millis(1900) && took < Duration::from_secs(6),
+            "{took:?}"
+        );
+        assert!(conn.is_broken());
+    });
+}

@@ -2,7 +2,7 @@
 //! detail, hint and position.
 
 use fallible_iterator::FallibleIterator;
-use postgres_protocol::message::backend::ErrorResponseBody;
+use postgres_protocol::message::backend::{ErrorFields, ErrorResponseBody};
 
 use crate::error::{Code, Error, Layer};
 
@@ -18,8 +18,12 @@ pub struct ServerFields {
 }
 
 pub fn fields(body: &ErrorResponseBody) -> ServerFields {
+    fields_of(body.fields())
+}
+
+/// The fields of an ErrorResponse or a NoticeResponse (same layout).
+pub fn fields_of(mut it: ErrorFields<'_>) -> ServerFields {
     let mut f = ServerFields::default();
-    let mut it = body.fields();
     while let Ok(Some(field)) = it.next() {
         let value = String::from_utf8_lossy(field.value_bytes()).into_owned();
         match field.type_() {

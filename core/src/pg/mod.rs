@@ -51,6 +51,9 @@ enum State {
 /// confirm with ReadyForQuery before giving the connection up.
 const CANCEL_GRACE_MIN: Duration = Duration::from_millis(500);
 
+/// Notices kept per statement.
+const MAX_NOTICES: usize = 100;
+
 /// Opens PostgreSQL sessions with one configuration.
 #[derive(Clone)]
 pub struct PgConnector {
@@ -584,12 +587,21 @@ impl PgConnection {
                     return Ok(result);
                 }
                 Message::ParameterStatus(p) => self.note_parameter(&p),
+                Message::NoticeResponse(body) => {
+                    // Bounded: a statement that raises notices in a loop must
+                    // not grow the result without end.
+                    if result.notices.len() < MAX_NOTICES {
+                        let f = error::fields_of(body.fields());
+                        result
+                            .notices
+                            .push(format!("{}: {}", f.severity, f.message));
+                    }
+                }
                 Message::ParseComplete
                 | Message::BindComplete
                 | Message::CloseComplete
                 | Message::NoData
                 | Message::EmptyQueryResponse
-                | Message::NoticeResponse(_)
                 | Message::NotificationResponse(_) => {}
                 Message::CopyInResponse(_) => {
                     // COPY FROM STDIN is not supported: refuse it so the
