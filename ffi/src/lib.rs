@@ -1,22 +1,897 @@
-//! The C ABI of dialpool: a thin translation of the core, no logic of its
-//! own. The full interface (pools, queries, contexts) arrives with the
-//! protocol sessions; for now it exposes the version.
+//! The C ABI of dialpool: a thin translation of the core, no rules of its
+//! own. Every fallible call returns a `dp_code` and takes an optional
+//! `dp_error **err`; every handle is opaque and freed by its own function,
+//! which accepts NULL; no panic crosses the boundary (it becomes
+//! `DP_INTERNAL`); there is no thread-local "last error".
+//!
+//! Blocking calls run on dialpool's internal runtime; a `dp_ctx` carries the
+//! caller's deadline and a cancel that any thread may trigger.
 
-use std::ffi::c_char;
+#![allow(non_camel_case_types)]
+// The C ABI takes raw pointers by design; every function checks them for
+// NULL and documents what it reads and writes.
+#![allow(clippy::not_unsafe_ptr_arg_deref)]
 
-/// The library version as a NUL-terminated string, valid for the life of the
-/// process. Never fails; thread-safe.
+use std::ffi::{c_char, c_int, CStr, CString};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::ptr;
+use std::time::{Duration, Instant};
+
+use dialpool::deadline::{CancelToken, CALLER};
+use dialpool::{Code, Config, Ctx, Deadline, Error, Layer};
+
+/// Result codes. `DP_OK` is 0; the others have the numbers of the core's
+/// error codes and never change (new ones are appended).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum dp_code {
+    DP_OK = 0,
+    DP_INVALID_ARGUMENT = 1,
+    DP_INVALID_STATE = 2,
+    DP_INTERNAL = 3,
+    DP_DNS_ERROR = 4,
+    DP_DNS_TIMEOUT = 5,
+    DP_CONNECT_TIMEOUT = 6,
+    DP_CONNECTION_REFUSED = 7,
+    DP_NETWORK_UNREACHABLE = 8,
+    DP_TLS_ERROR = 9,
+    DP_TLS_TIMEOUT = 10,
+    DP_AUTH_FAILED = 11,
+    DP_LOGIN_TIMEOUT = 12,
+    DP_PROTOCOL_ERROR = 13,
+    DP_ACQUIRE_TIMEOUT = 14,
+    DP_POOL_CLOSED = 15,
+    DP_QUERY_TIMEOUT = 16,
+    DP_READ_TIMEOUT = 17,
+    DP_WRITE_TIMEOUT = 18,
+    DP_CANCELLED = 19,
+    DP_SERVER_ERROR = 20,
+    DP_CONNECTION_LOST = 21,
+    DP_NETWORK_ERROR = 22,
+}
+
+impl From<Code> for dp_code {
+    fn from(code: Code) -> dp_code {
+        // The numbers are the same by construction (a test checks every one).
+        match code {
+            Code::InvalidArgument => dp_code::DP_INVALID_ARGUMENT,
+            Code::InvalidState => dp_code::DP_INVALID_STATE,
+            Code::Internal => dp_code::DP_INTERNAL,
+            Code::DnsError => dp_code::DP_DNS_ERROR,
+            Code::DnsTimeout => dp_code::DP_DNS_TIMEOUT,
+            Code::ConnectTimeout => dp_code::DP_CONNECT_TIMEOUT,
+            Code::ConnectionRefused => dp_code::DP_CONNECTION_REFUSED,
+            Code::NetworkUnreachable => dp_code::DP_NETWORK_UNREACHABLE,
+            Code::TlsError => dp_code::DP_TLS_ERROR,
+            Code::TlsTimeout => dp_code::DP_TLS_TIMEOUT,
+            Code::AuthFailed => dp_code::DP_AUTH_FAILED,
+            Code::LoginTimeout => dp_code::DP_LOGIN_TIMEOUT,
+            Code::ProtocolError => dp_code::DP_PROTOCOL_ERROR,
+            Code::AcquireTimeout => dp_code::DP_ACQUIRE_TIMEOUT,
+            Code::PoolClosed => dp_code::DP_POOL_CLOSED,
+            Code::QueryTimeout => dp_code::DP_QUERY_TIMEOUT,
+            Code::ReadTimeout => dp_code::DP_READ_TIMEOUT,
+            Code::WriteTimeout => dp_code::DP_WRITE_TIMEOUT,
+            Code::Cancelled => dp_code::DP_CANCELLED,
+            Code::ServerError => dp_code::DP_SERVER_ERROR,
+            Code::ConnectionLost => dp_code::DP_CONNECTION_LOST,
+            Code::NetworkError => dp_code::DP_NETWORK_ERROR,
+            _ => dp_code::DP_INTERNAL,
+        }
+    }
+}
+
+/// The layer an error happened in.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum dp_layer {
+    DP_LAYER_NONE = 0,
+    DP_LAYER_DIAL = 1,
+    DP_LAYER_LOGIN = 2,
+    DP_LAYER_POOL = 3,
+    DP_LAYER_QUERY = 4,
+}
+
+/// An error: code, layer, limit, SQLSTATE, time spent and a one-line
+/// message. Owned by the caller; free with `dp_error_free`.
+pub struct dp_error {
+    error: Error,
+    message: CString,
+    limit: Option<CString>,
+    sqlstate: Option<CString>,
+}
+
+/// A caller's deadline and cancel signal. Owned by the caller; free with
+/// `dp_ctx_free` once no call uses it.
+pub struct dp_ctx {
+    deadline: Option<Deadline>,
+    cancel: CancelToken,
+}
+
+/// A connection pool. Thread-safe: any thread may use it at any time.
+pub struct dp_pool {
+    pool: dialpool::Pool,
+}
+
+/// A connection checked out of a pool. Use it from one thread at a time;
+/// cancel its calls from another thread through their `dp_ctx`.
+pub struct dp_conn {
+    conn: dialpool::Connection,
+}
+
+/// A query result, read-only. Strings it returns stay valid until
+/// `dp_result_free`.
+pub struct dp_result {
+    result: dialpool::QueryResult,
+    names: Vec<CString>,
+    /// Every value followed by a NUL, so that `dp_result_value` can return a
+    /// C string without copying per call.
+    text: Vec<u8>,
+    cells: Vec<Option<(usize, usize)>>,
+}
+
+/// The pool's numbers (see `dp_pool_stats`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct dp_pool_stats {
+    pub max_open: u32,
+    pub open: u32,
+    pub in_use: u32,
+    pub idle: u32,
+    pub waiting: u32,
+    pub connecting: u32,
+    pub wait_count: u64,
+    pub wait_duration_us: u64,
+    pub acquire_count: u64,
+    pub acquire_timeouts: u64,
+    pub acquire_cancelled: u64,
+    pub connects: u64,
+    pub connect_failures: u64,
+    pub closed_max_lifetime: u64,
+    pub closed_max_idle_time: u64,
+    pub closed_max_idle: u64,
+    pub closed_dead: u64,
+    pub closed_broken: u64,
+    pub leaks: u64,
+    /// The max_idle_time in force in microseconds (0: off).
+    pub max_idle_time_us: u64,
+}
+
+fn set_error(err: *mut *mut dp_error, error: Error) -> dp_code {
+    let code = dp_code::from(error.code());
+    if !err.is_null() {
+        let cstring = |s: &str| CString::new(s.replace('\0', " ")).unwrap_or_default();
+        let boxed = Box::new(dp_error {
+            message: cstring(&error.to_string()),
+            limit: error.limit().map(cstring),
+            sqlstate: error.sqlstate().map(cstring),
+            error,
+        });
+        // SAFETY: the caller gave a writable `dp_error **` (checked non-NULL).
+        unsafe { *err = Box::into_raw(boxed) };
+    }
+    code
+}
+
+fn invalid(err: *mut *mut dp_error, what: &str) -> dp_code {
+    set_error(err, Error::invalid_argument(what.to_string()))
+}
+
+/// Runs `body` behind the panic boundary: a panic becomes DP_INTERNAL.
+fn guard(err: *mut *mut dp_error, body: impl FnOnce() -> Result<(), Error>) -> dp_code {
+    if !err.is_null() {
+        // SAFETY: a writable out-pointer; clear it so callers can test it.
+        unsafe { *err = ptr::null_mut() };
+    }
+    match catch_unwind(AssertUnwindSafe(body)) {
+        Ok(Ok(())) => dp_code::DP_OK,
+        Ok(Err(e)) => set_error(err, e),
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            set_error(
+                err,
+                Error::internal(format!("panic inside dialpool: {what}")),
+            )
+        }
+    }
+}
+
+/// A C string argument, or INVALID_ARGUMENT naming it.
+fn text<'a>(p: *const c_char, name: &str) -> Result<&'a str, Error> {
+    if p.is_null() {
+        return Err(Error::invalid_argument(format!("{name} is NULL")));
+    }
+    // SAFETY: non-NULL and, per the API contract, NUL-terminated.
+    unsafe { CStr::from_ptr(p) }
+        .to_str()
+        .map_err(|_| Error::invalid_argument(format!("{name} is not valid UTF-8")))
+}
+
+fn ctx_of(ctx: *const dp_ctx) -> Ctx {
+    if ctx.is_null() {
+        return Ctx::none();
+    }
+    // SAFETY: a live dp_ctx per the API contract.
+    let c = unsafe { &*ctx };
+    Ctx {
+        deadline: c.deadline,
+        cancel: Some(c.cancel.clone()),
+    }
+}
+
+fn params_of<'a>(
+    nparams: usize,
+    params: *const *const c_char,
+) -> Result<Vec<Option<&'a str>>, Error> {
+    if nparams == 0 {
+        return Ok(Vec::new());
+    }
+    if params.is_null() {
+        return Err(Error::invalid_argument(format!(
+            "params is NULL but nparams is {nparams}"
+        )));
+    }
+    (0..nparams)
+        .map(|i| {
+            // SAFETY: the caller gave an array of nparams pointers.
+            let p = unsafe { *params.add(i) };
+            if p.is_null() {
+                Ok(None)
+            } else {
+                text(p, &format!("params[{i}]")).map(Some)
+            }
+        })
+        .collect()
+}
+
+fn make_result(result: dialpool::QueryResult) -> Box<dp_result> {
+    let names = result
+        .columns()
+        .iter()
+        .map(|c| CString::new(c.name.replace('\0', " ")).unwrap_or_default())
+        .collect();
+    let mut text = Vec::new();
+    let mut cells = Vec::with_capacity(result.row_count() * result.column_count());
+    for row in 0..result.row_count() {
+        for col in 0..result.column_count() {
+            match result.bytes(row, col) {
+                Some(v) => {
+                    let start = text.len();
+                    text.extend_from_slice(v);
+                    text.push(0);
+                    cells.push(Some((start, v.len())));
+                }
+                None => cells.push(None),
+            }
+        }
+    }
+    Box::new(dp_result {
+        result,
+        names,
+        text,
+        cells,
+    })
+}
+
+fn write_out<T>(out: *mut *mut T, value: Box<T>) {
+    // SAFETY: checked non-NULL by the caller of this helper.
+    unsafe { *out = Box::into_raw(value) };
+}
+
+// ---- codes, version, runtime ----
+
+/// The name of a code, e.g. "DP_QUERY_TIMEOUT"; "DP_UNKNOWN" for a number
+/// that is not a code. Static storage; thread-safe.
+#[no_mangle]
+pub extern "C" fn dp_code_name(code: dp_code) -> *const c_char {
+    let name: &'static [u8] = match Code::from_u32(code as u32) {
+        Some(c) => match c {
+            Code::InvalidArgument => b"DP_INVALID_ARGUMENT\0",
+            Code::InvalidState => b"DP_INVALID_STATE\0",
+            Code::Internal => b"DP_INTERNAL\0",
+            Code::DnsError => b"DP_DNS_ERROR\0",
+            Code::DnsTimeout => b"DP_DNS_TIMEOUT\0",
+            Code::ConnectTimeout => b"DP_CONNECT_TIMEOUT\0",
+            Code::ConnectionRefused => b"DP_CONNECTION_REFUSED\0",
+            Code::NetworkUnreachable => b"DP_NETWORK_UNREACHABLE\0",
+            Code::TlsError => b"DP_TLS_ERROR\0",
+            Code::TlsTimeout => b"DP_TLS_TIMEOUT\0",
+            Code::AuthFailed => b"DP_AUTH_FAILED\0",
+            Code::LoginTimeout => b"DP_LOGIN_TIMEOUT\0",
+            Code::ProtocolError => b"DP_PROTOCOL_ERROR\0",
+            Code::AcquireTimeout => b"DP_ACQUIRE_TIMEOUT\0",
+            Code::PoolClosed => b"DP_POOL_CLOSED\0",
+            Code::QueryTimeout => b"DP_QUERY_TIMEOUT\0",
+            Code::ReadTimeout => b"DP_READ_TIMEOUT\0",
+            Code::WriteTimeout => b"DP_WRITE_TIMEOUT\0",
+            Code::Cancelled => b"DP_CANCELLED\0",
+            Code::ServerError => b"DP_SERVER_ERROR\0",
+            Code::ConnectionLost => b"DP_CONNECTION_LOST\0",
+            Code::NetworkError => b"DP_NETWORK_ERROR\0",
+            _ => b"DP_UNKNOWN\0",
+        },
+        None if code as u32 == 0 => b"DP_OK\0",
+        None => b"DP_UNKNOWN\0",
+    };
+    name.as_ptr() as *const c_char
+}
+
+/// The library version, e.g. "0.1.0". Static storage; thread-safe.
 #[no_mangle]
 pub extern "C" fn dp_version() -> *const c_char {
     concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr() as *const c_char
 }
 
+/// Sets the internal runtime's worker thread count (1–1024). Only before the
+/// first pool or dial: DP_INVALID_STATE afterwards. Thread-safe.
+#[no_mangle]
+pub extern "C" fn dp_set_worker_threads(count: u32, err: *mut *mut dp_error) -> dp_code {
+    guard(err, || {
+        dialpool::runtime::set_worker_threads(count as usize)
+    })
+}
+
+// ---- errors ----
+
+/// The error's code. 0 (DP_OK) for NULL.
+#[no_mangle]
+pub extern "C" fn dp_error_code(err: *const dp_error) -> dp_code {
+    // SAFETY: NULL or a live dp_error.
+    unsafe { err.as_ref() }.map_or(dp_code::DP_OK, |e| e.error.code().into())
+}
+
+/// The layer the error happened in (DP_LAYER_NONE for NULL).
+#[no_mangle]
+pub extern "C" fn dp_error_layer(err: *const dp_error) -> dp_layer {
+    // SAFETY: NULL or a live dp_error.
+    match unsafe { err.as_ref() }.map(|e| e.error.layer()) {
+        Some(Layer::Dial) => dp_layer::DP_LAYER_DIAL,
+        Some(Layer::Login) => dp_layer::DP_LAYER_LOGIN,
+        Some(Layer::Pool) => dp_layer::DP_LAYER_POOL,
+        Some(Layer::Query) => dp_layer::DP_LAYER_QUERY,
+        _ => dp_layer::DP_LAYER_NONE,
+    }
+}
+
+/// The one-line message. Valid until `dp_error_free`; "" for NULL.
+#[no_mangle]
+pub extern "C" fn dp_error_message(err: *const dp_error) -> *const c_char {
+    // SAFETY: NULL or a live dp_error.
+    unsafe { err.as_ref() }.map_or(c"".as_ptr(), |e| e.message.as_ptr())
+}
+
+/// The option that fired ("connect_timeout", …) or "deadline" for the
+/// caller's; NULL when no limit fired. Valid until `dp_error_free`.
+#[no_mangle]
+pub extern "C" fn dp_error_limit(err: *const dp_error) -> *const c_char {
+    // SAFETY: NULL or a live dp_error.
+    unsafe { err.as_ref() }
+        .and_then(|e| e.limit.as_ref())
+        .map_or(ptr::null(), |s| s.as_ptr())
+}
+
+/// The server's SQLSTATE, or NULL. Valid until `dp_error_free`.
+#[no_mangle]
+pub extern "C" fn dp_error_sqlstate(err: *const dp_error) -> *const c_char {
+    // SAFETY: NULL or a live dp_error.
+    unsafe { err.as_ref() }
+        .and_then(|e| e.sqlstate.as_ref())
+        .map_or(ptr::null(), |s| s.as_ptr())
+}
+
+/// Time spent in the failed operation in microseconds; -1 when unknown.
+#[no_mangle]
+pub extern "C" fn dp_error_elapsed_us(err: *const dp_error) -> i64 {
+    // SAFETY: NULL or a live dp_error.
+    unsafe { err.as_ref() }
+        .and_then(|e| e.error.elapsed())
+        .map_or(-1, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+}
+
+/// 1 when a limit ran out, else 0.
+#[no_mangle]
+pub extern "C" fn dp_error_is_timeout(err: *const dp_error) -> c_int {
+    // SAFETY: NULL or a live dp_error.
+    c_int::from(unsafe { err.as_ref() }.is_some_and(|e| e.error.is_timeout()))
+}
+
+/// 1 when nothing of the statement reached the server, so a retry cannot
+/// run it twice; else 0.
+#[no_mangle]
+pub extern "C" fn dp_error_is_retryable(err: *const dp_error) -> c_int {
+    // SAFETY: NULL or a live dp_error.
+    c_int::from(unsafe { err.as_ref() }.is_some_and(|e| e.error.is_retryable()))
+}
+
+/// Frees an error. NULL is a no-op.
+#[no_mangle]
+pub extern "C" fn dp_error_free(err: *mut dp_error) {
+    if !err.is_null() {
+        // SAFETY: made by Box::into_raw in this library, freed once.
+        drop(unsafe { Box::from_raw(err) });
+    }
+}
+
+// ---- contexts ----
+
+/// A context whose deadline is `timeout_ms` from now (negative: no deadline
+/// of its own). Never NULL. Thread-safe to share between calls.
+#[no_mangle]
+pub extern "C" fn dp_ctx_new(timeout_ms: i64) -> *mut dp_ctx {
+    let deadline = u64::try_from(timeout_ms)
+        .ok()
+        .map(|ms| Deadline::starting_at(Instant::now(), CALLER, Duration::from_millis(ms)));
+    Box::into_raw(Box::new(dp_ctx {
+        deadline,
+        cancel: CancelToken::new(),
+    }))
+}
+
+/// Cancels every call running or later made with this context: each
+/// returns DP_CANCELLED at once, a running statement is cancelled on the
+/// server. Thread-safe, async-signal-unsafe. NULL is a no-op.
+#[no_mangle]
+pub extern "C" fn dp_ctx_cancel(ctx: *const dp_ctx) {
+    // SAFETY: NULL or a live dp_ctx.
+    if let Some(c) = unsafe { ctx.as_ref() } {
+        c.cancel.cancel();
+    }
+}
+
+/// Frees a context no call is using any more. NULL is a no-op.
+#[no_mangle]
+pub extern "C" fn dp_ctx_free(ctx: *mut dp_ctx) {
+    if !ctx.is_null() {
+        // SAFETY: made by dp_ctx_new, freed once.
+        drop(unsafe { Box::from_raw(ctx) });
+    }
+}
+
+// ---- pools ----
+
+/// Opens a pool for `url` (postgres://, postgresql://, mysql://,
+/// mariadb://). Does not block on the network: connections are made on
+/// first use (and `min_idle` in the background). On success `*pool` is the
+/// pool, to be closed with `dp_pool_close`. Thread-safe.
+#[no_mangle]
+pub extern "C" fn dp_pool_open(
+    url: *const c_char,
+    pool: *mut *mut dp_pool,
+    err: *mut *mut dp_error,
+) -> dp_code {
+    if pool.is_null() {
+        return invalid(err, "pool (the out-pointer) is NULL");
+    }
+    guard(err, || {
+        let config = Config::parse(text(url, "url")?)?;
+        let p = dialpool::Pool::open_blocking(config, None)?;
+        write_out(pool, Box::new(dp_pool { pool: p }));
+        Ok(())
+    })
+}
+
+/// Closes the pool and frees the handle: idle connections are closed at
+/// once, waiters get DP_POOL_CLOSED, connections still checked out are
+/// closed when released (their dp_conn handles stay valid until then).
+/// NULL is a no-op.
+#[no_mangle]
+pub extern "C" fn dp_pool_close(pool: *mut dp_pool) {
+    if pool.is_null() {
+        return;
+    }
+    let _ = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: made by dp_pool_open, closed once.
+        let p = unsafe { Box::from_raw(pool) };
+        p.pool.close();
+    }));
+}
+
+/// Checks out a connection within the earlier of acquire_timeout and the
+/// ctx deadline. Blocks. Thread-safe. Release with `dp_conn_release`.
+#[no_mangle]
+pub extern "C" fn dp_pool_acquire(
+    pool: *const dp_pool,
+    ctx: *const dp_ctx,
+    conn: *mut *mut dp_conn,
+    err: *mut *mut dp_error,
+) -> dp_code {
+    // SAFETY: NULL or a live dp_pool.
+    let Some(p) = (unsafe { pool.as_ref() }) else {
+        return invalid(err, "pool is NULL");
+    };
+    if conn.is_null() {
+        return invalid(err, "conn (the out-pointer) is NULL");
+    }
+    guard(err, || {
+        let ctx = ctx_of(ctx);
+        let c = dialpool::runtime::block_on(p.pool.acquire_ctx(&ctx, None))??;
+        write_out(conn, Box::new(dp_conn { conn: c }));
+        Ok(())
+    })
+}
+
+/// Acquires, runs `sql` with `nparams` text parameters (NULL entries are SQL
+/// NULL) and releases, all under one ctx. Blocks. Thread-safe. On success
+/// `*result` is owned by the caller (`dp_result_free`).
+#[no_mangle]
+pub extern "C" fn dp_pool_query(
+    pool: *const dp_pool,
+    ctx: *const dp_ctx,
+    sql: *const c_char,
+    nparams: usize,
+    params: *const *const c_char,
+    result: *mut *mut dp_result,
+    err: *mut *mut dp_error,
+) -> dp_code {
+    // SAFETY: NULL or a live dp_pool.
+    let Some(p) = (unsafe { pool.as_ref() }) else {
+        return invalid(err, "pool is NULL");
+    };
+    if result.is_null() {
+        return invalid(err, "result (the out-pointer) is NULL");
+    }
+    guard(err, || {
+        let sql = text(sql, "sql")?;
+        let params = params_of(nparams, params)?;
+        let ctx = ctx_of(ctx);
+        let r = dialpool::runtime::block_on(p.pool.query_ctx(sql, &params, &ctx))??;
+        write_out(result, make_result(r));
+        Ok(())
+    })
+}
+
+/// As `dp_pool_query` for statements without rows: `*affected` gets the
+/// affected row count (may be NULL). Blocks. Thread-safe.
+#[no_mangle]
+pub extern "C" fn dp_pool_execute(
+    pool: *const dp_pool,
+    ctx: *const dp_ctx,
+    sql: *const c_char,
+    nparams: usize,
+    params: *const *const c_char,
+    affected: *mut u64,
+    err: *mut *mut dp_error,
+) -> dp_code {
+    // SAFETY: NULL or a live dp_pool.
+    let Some(p) = (unsafe { pool.as_ref() }) else {
+        return invalid(err, "pool is NULL");
+    };
+    guard(err, || {
+        let sql = text(sql, "sql")?;
+        let params = params_of(nparams, params)?;
+        let ctx = ctx_of(ctx);
+        let r = dialpool::runtime::block_on(p.pool.query_ctx(sql, &params, &ctx))??;
+        if !affected.is_null() {
+            // SAFETY: a writable u64 per the API contract.
+            unsafe { *affected = r.affected_rows };
+        }
+        Ok(())
+    })
+}
+
+/// Fills `*stats` with the pool's numbers. Thread-safe, non-blocking.
+#[no_mangle]
+pub extern "C" fn dp_pool_stats(
+    pool: *const dp_pool,
+    stats: *mut dp_pool_stats,
+    err: *mut *mut dp_error,
+) -> dp_code {
+    // SAFETY: NULL or a live dp_pool.
+    let Some(p) = (unsafe { pool.as_ref() }) else {
+        return invalid(err, "pool is NULL");
+    };
+    if stats.is_null() {
+        return invalid(err, "stats is NULL");
+    }
+    guard(err, || {
+        let s = p.pool.stats();
+        let out = dp_pool_stats {
+            max_open: s.max_open,
+            open: s.open,
+            in_use: s.in_use,
+            idle: s.idle,
+            waiting: s.waiting,
+            connecting: s.connecting,
+            wait_count: s.wait_count,
+            wait_duration_us: s.wait_duration_total.as_micros() as u64,
+            acquire_count: s.acquire_count,
+            acquire_timeouts: s.acquire_timeouts,
+            acquire_cancelled: s.acquire_cancelled,
+            connects: s.connects,
+            connect_failures: s.connect_failures.iter().map(|(_, n)| n).sum(),
+            closed_max_lifetime: s.closed_max_lifetime,
+            closed_max_idle_time: s.closed_max_idle_time,
+            closed_max_idle: s.closed_max_idle,
+            closed_dead: s.closed_dead,
+            closed_broken: s.closed_broken,
+            leaks: s.leaks,
+            max_idle_time_us: s.max_idle_time.map_or(0, |d| d.as_micros() as u64),
+        };
+        // SAFETY: a writable dp_pool_stats (checked non-NULL).
+        unsafe { *stats = out };
+        Ok(())
+    })
+}
+
+// ---- connections ----
+
+/// Gives the connection back to its pool (rolled back first when a
+/// transaction is open) and frees the handle. Never blocks. NULL is a no-op.
+#[no_mangle]
+pub extern "C" fn dp_conn_release(conn: *mut dp_conn) {
+    if conn.is_null() {
+        return;
+    }
+    let _ = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: made by dp_pool_acquire, released once.
+        drop(unsafe { Box::from_raw(conn) });
+    }));
+}
+
+/// Runs `sql` on this connection under the earlier of query_timeout and the
+/// ctx deadline; a deadline or a cancel cancels it on the server. Blocks.
+/// One thread at a time per connection.
+#[no_mangle]
+pub extern "C" fn dp_conn_query(
+    conn: *mut dp_conn,
+    ctx: *const dp_ctx,
+    sql: *const c_char,
+    nparams: usize,
+    params: *const *const c_char,
+    result: *mut *mut dp_result,
+    err: *mut *mut dp_error,
+) -> dp_code {
+    // SAFETY: NULL or a live dp_conn used by this thread only.
+    let Some(c) = (unsafe { conn.as_mut() }) else {
+        return invalid(err, "conn is NULL");
+    };
+    if result.is_null() {
+        return invalid(err, "result (the out-pointer) is NULL");
+    }
+    guard(err, || {
+        let sql = text(sql, "sql")?;
+        let params = params_of(nparams, params)?;
+        let ctx = ctx_of(ctx);
+        let r = dialpool::runtime::block_on(c.conn.query_ctx(sql, &params, &ctx))??;
+        write_out(result, make_result(r));
+        Ok(())
+    })
+}
+
+/// As `dp_conn_query` for statements without rows; `*affected` (may be
+/// NULL) gets the affected row count.
+#[no_mangle]
+pub extern "C" fn dp_conn_execute(
+    conn: *mut dp_conn,
+    ctx: *const dp_ctx,
+    sql: *const c_char,
+    nparams: usize,
+    params: *const *const c_char,
+    affected: *mut u64,
+    err: *mut *mut dp_error,
+) -> dp_code {
+    // SAFETY: NULL or a live dp_conn used by this thread only.
+    let Some(c) = (unsafe { conn.as_mut() }) else {
+        return invalid(err, "conn is NULL");
+    };
+    guard(err, || {
+        let sql = text(sql, "sql")?;
+        let params = params_of(nparams, params)?;
+        let ctx = ctx_of(ctx);
+        let r = dialpool::runtime::block_on(c.conn.query_ctx(sql, &params, &ctx))??;
+        if !affected.is_null() {
+            // SAFETY: a writable u64 per the API contract.
+            unsafe { *affected = r.affected_rows };
+        }
+        Ok(())
+    })
+}
+
+// ---- results ----
+
+fn result_ref<'a>(r: *const dp_result) -> Option<&'a dp_result> {
+    // SAFETY: NULL or a live dp_result.
+    unsafe { r.as_ref() }
+}
+
+/// Rows in the result (0 for NULL).
+#[no_mangle]
+pub extern "C" fn dp_result_row_count(result: *const dp_result) -> usize {
+    result_ref(result).map_or(0, |r| r.result.row_count())
+}
+
+/// Columns in the result (0 for NULL).
+#[no_mangle]
+pub extern "C" fn dp_result_column_count(result: *const dp_result) -> usize {
+    result_ref(result).map_or(0, |r| r.result.column_count())
+}
+
+/// A column's name, or NULL out of range. Valid until `dp_result_free`.
+#[no_mangle]
+pub extern "C" fn dp_result_column_name(result: *const dp_result, col: usize) -> *const c_char {
+    result_ref(result)
+        .and_then(|r| r.names.get(col))
+        .map_or(ptr::null(), |s| s.as_ptr())
+}
+
+/// A value as NUL-terminated text; NULL for SQL NULL or out of range. Valid
+/// until `dp_result_free`. Use `dp_result_value_len` for values that may
+/// contain NUL bytes.
+#[no_mangle]
+pub extern "C" fn dp_result_value(
+    result: *const dp_result,
+    row: usize,
+    col: usize,
+) -> *const c_char {
+    let Some(r) = result_ref(result) else {
+        return ptr::null();
+    };
+    if row >= r.result.row_count() || col >= r.result.column_count() {
+        return ptr::null();
+    }
+    match r.cells.get(row * r.result.column_count() + col) {
+        Some(Some((start, _))) => r.text[*start..].as_ptr() as *const c_char,
+        _ => ptr::null(),
+    }
+}
+
+/// The length in bytes of a value (0 for SQL NULL or out of range).
+#[no_mangle]
+pub extern "C" fn dp_result_value_len(result: *const dp_result, row: usize, col: usize) -> usize {
+    let Some(r) = result_ref(result) else {
+        return 0;
+    };
+    if row >= r.result.row_count() || col >= r.result.column_count() {
+        return 0;
+    }
+    match r.cells.get(row * r.result.column_count() + col) {
+        Some(Some((_, len))) => *len,
+        _ => 0,
+    }
+}
+
+/// Rows affected by an INSERT, UPDATE or DELETE.
+#[no_mangle]
+pub extern "C" fn dp_result_affected_rows(result: *const dp_result) -> u64 {
+    result_ref(result).map_or(0, |r| r.result.affected_rows)
+}
+
+/// Frees a result. NULL is a no-op.
+#[no_mangle]
+pub extern "C" fn dp_result_free(result: *mut dp_result) {
+    if !result.is_null() {
+        // SAFETY: made by this library, freed once.
+        drop(unsafe { Box::from_raw(result) });
+    }
+}
+
+// ---- plain dial ----
+
+/// Dials the URL's host(s) with its dial options (connect_timeout,
+/// keepalive, tcp_user_timeout, syn_retries, …) and hands the connected
+/// socket over as a blocking-mode file descriptor the caller owns (close it
+/// with close(2)). Any scheme works; only the dial options apply. Blocks;
+/// a ctx cancel stops it at once. Thread-safe.
+#[no_mangle]
+pub extern "C" fn dp_dial(
+    url: *const c_char,
+    ctx: *const dp_ctx,
+    fd: *mut c_int,
+    err: *mut *mut dp_error,
+) -> dp_code {
+    if fd.is_null() {
+        return invalid(err, "fd (the out-pointer) is NULL");
+    }
+    guard(err, || {
+        use std::os::fd::IntoRawFd;
+        let config = Config::parse(text(url, "url")?)?;
+        let dialer = dialpool::Dialer::new(&config.dial)?;
+        let ctx = ctx_of(ctx);
+        let connected = dialpool::runtime::block_on(async {
+            dialpool::deadline::run_until(
+                None,
+                ctx.cancel.as_ref(),
+                dialer.connect(&config.hosts, ctx.deadline),
+            )
+            .await
+        })?;
+        let connected = match connected {
+            Ok(r) => r?,
+            Err(_) => {
+                return Err(Error::new(Code::Cancelled, "dial cancelled by the caller")
+                    .with_layer(Layer::Dial))
+            }
+        };
+        let std = connected
+            .stream
+            .into_std()
+            .map_err(|e| Error::internal(format!("handing the socket over: {e}")))?;
+        std.set_nonblocking(false)
+            .map_err(|e| Error::internal(format!("setting the socket to blocking mode: {e}")))?;
+        // SAFETY: a writable int (checked non-NULL).
+        unsafe { *fd = std.into_raw_fd() };
+        Ok(())
+    })
+}
+
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_match_the_core() {
+        for code in Code::ALL {
+            let c = dp_code::from(code);
+            assert_eq!(c as u32, code as u32, "{code:?}");
+            // SAFETY: static strings.
+            let name = unsafe { CStr::from_ptr(dp_code_name(c)) }
+                .to_str()
+                .expect("utf-8");
+            assert_eq!(name, format!("DP_{}", code.name()));
+        }
+        // SAFETY: static string.
+        let ok = unsafe { CStr::from_ptr(dp_code_name(dp_code::DP_OK)) };
+        assert_eq!(ok.to_str().ok(), Some("DP_OK"));
+    }
+
     #[test]
     fn version_is_a_c_string() {
         // SAFETY: dp_version returns a static NUL-terminated string.
-        let v = unsafe { std::ffi::CStr::from_ptr(super::dp_version()) };
+        let v = unsafe { CStr::from_ptr(dp_version()) };
         assert_eq!(v.to_str().expect("utf-8"), dialpool::VERSION);
+    }
+
+    #[test]
+    fn null_handles_are_errors_not_crashes() {
+        let mut err: *mut dp_error = ptr::null_mut();
+        let mut pool: *mut dp_pool = ptr::null_mut();
+        assert_eq!(
+            dp_pool_open(ptr::null(), &mut pool, &mut err),
+            dp_code::DP_INVALID_ARGUMENT
+        );
+        assert!(!err.is_null());
+        // SAFETY: a message from a live error.
+        let msg = unsafe { CStr::from_ptr(dp_error_message(err)) }
+            .to_string_lossy()
+            .into_owned();
+        assert!(msg.contains("url is NULL"), "{msg}");
+        dp_error_free(err);
+        assert_eq!(
+            dp_pool_acquire(ptr::null(), ptr::null(), ptr::null_mut(), ptr::null_mut()),
+            dp_code::DP_INVALID_ARGUMENT
+        );
+        assert_eq!(dp_result_row_count(ptr::null()), 0);
+        assert!(dp_result_value(ptr::null(), 0, 0).is_null());
+        dp_result_free(ptr::null_mut());
+        dp_conn_release(ptr::null_mut());
+        dp_pool_close(ptr::null_mut());
+        dp_ctx_free(ptr::null_mut());
+        dp_error_free(ptr::null_mut());
+        dp_ctx_cancel(ptr::null());
+    }
+
+    #[test]
+    fn bad_url_names_the_key() {
+        let mut err: *mut dp_error = ptr::null_mut();
+        let mut pool: *mut dp_pool = ptr::null_mut();
+        let url = c"postgres://u:secret@h/db?conect_timeout=3s";
+        assert_eq!(
+            dp_pool_open(url.as_ptr(), &mut pool, &mut err),
+            dp_code::DP_INVALID_ARGUMENT
+        );
+        // SAFETY: a live error.
+        let msg = unsafe { CStr::from_ptr(dp_error_message(err)) }
+            .to_string_lossy()
+            .into_owned();
+        assert!(
+            msg.contains("connect_timeout") && !msg.contains("secret"),
+            "{msg}"
+        );
+        assert_eq!(dp_error_layer(err), dp_layer::DP_LAYER_NONE);
+        dp_error_free(err);
     }
 }

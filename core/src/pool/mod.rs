@@ -201,14 +201,27 @@ struct Inner<M: Manager> {
 }
 
 /// A pool of connections made by `M`. Cheap to clone; all clones share it.
+/// Dropping the last clone closes the pool, so its background connects stop
+/// and its idle connections are closed even if nobody called `close()`.
 pub struct Pool<M: Manager> {
     inner: Arc<Inner<M>>,
+    _handle: Arc<LastHandle<M>>,
+}
+
+/// Shared by every clone of a [`Pool`] (not by checked-out connections).
+struct LastHandle<M: Manager>(Arc<Inner<M>>);
+
+impl<M: Manager> Drop for LastHandle<M> {
+    fn drop(&mut self) {
+        self.0.close();
+    }
 }
 
 impl<M: Manager> Clone for Pool<M> {
     fn clone(&self) -> Self {
         Pool {
             inner: self.inner.clone(),
+            _handle: self._handle.clone(),
         }
     }
 }
@@ -269,7 +282,10 @@ impl<M: Manager> Pool<M> {
         });
         Inner::refill(&inner);
         Inner::start_maintenance(&inner);
-        Pool { inner }
+        Pool {
+            _handle: Arc::new(LastHandle(inner.clone())),
+            inner,
+        }
     }
 
     /// The manager, e.g. to read what it learned about the server.
@@ -426,23 +442,7 @@ impl<M: Manager> Pool<M> {
     /// Closes the pool: idle connections now, in-use ones when they come
     /// back; current and later acquires get POOL_CLOSED. Idempotent.
     pub fn close(&self) {
-        let (idle, waiters) = {
-            let mut st = self.inner.state.lock();
-            if st.closed {
-                return;
-            }
-            st.closed = true;
-            let idle: Vec<_> = st.idle.drain(..).collect();
-            st.open -= idle.len() as u32;
-            let waiters: Vec<_> = st.waiters.drain(..).collect();
-            (idle, waiters)
-        };
-        for w in waiters {
-            let _ = w.tx.send(Err(pool_closed()));
-        }
-        for conn in idle {
-            self.inner.close_conn(conn, CloseReason::PoolClosed);
-        }
+        self.inner.close();
     }
 
     pub fn is_closed(&self) -> bool {
@@ -474,6 +474,21 @@ impl<M: Manager> Drop for WaitGuard<'_, M> {
     }
 }
 
+/// A checked-out connection in the middle of its checkout ping; dropped
+/// with the acquire future, it is closed and its slot freed.
+struct Held<'a, M: Manager> {
+    inner: &'a Arc<Inner<M>>,
+    conn: Option<Conn<M::Connection>>,
+}
+
+impl<M: Manager> Drop for Held<'_, M> {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            self.inner.discard(conn, CloseReason::Broken);
+        }
+    }
+}
+
 fn acquire_cancelled(start: Instant) -> Error {
     Error::new(
         Code::Cancelled,
@@ -489,6 +504,27 @@ fn pool_closed() -> Error {
 }
 
 impl<M: Manager> Inner<M> {
+    /// See [`Pool::close`].
+    fn close(self: &Arc<Self>) {
+        let (idle, waiters) = {
+            let mut st = self.state.lock();
+            if st.closed {
+                return;
+            }
+            st.closed = true;
+            let idle: Vec<_> = st.idle.drain(..).collect();
+            st.open -= idle.len() as u32;
+            let waiters: Vec<_> = st.waiters.drain(..).collect();
+            (idle, waiters)
+        };
+        for w in waiters {
+            let _ = w.tx.send(Err(pool_closed()));
+        }
+        for conn in idle {
+            self.close_conn(conn, CloseReason::PoolClosed);
+        }
+    }
+
     fn max_idle_time(&self) -> Option<Duration> {
         match self.max_idle_nanos.load(Ordering::Relaxed) {
             0 => None,
@@ -736,10 +772,22 @@ impl<M: Manager> Inner<M> {
                 Deadline::from_option("ping_timeout", self.opts.ping_timeout),
                 limit,
             );
-            match deadline::run_until(limit, cancel, self.manager.ping(&mut conn.raw, ping_limit))
-                .await
-            {
-                Ok(Ok(())) => {}
+            // If the caller drops the acquire during the ping, the guard
+            // closes the connection and frees its slot.
+            let mut held = Held {
+                inner: self,
+                conn: Some(conn),
+            };
+            let Some(c) = held.conn.as_mut() else {
+                return Err(None);
+            };
+            let outcome =
+                deadline::run_until(limit, cancel, self.manager.ping(&mut c.raw, ping_limit)).await;
+            let Some(conn) = held.conn.take() else {
+                return Err(None);
+            };
+            match outcome {
+                Ok(Ok(())) => return Ok(conn),
                 Ok(Err(_)) => {
                     self.discard(conn, CloseReason::Broken);
                     return Err(None);
@@ -832,6 +880,7 @@ impl<M: Manager> Inner<M> {
                 oldest.elapsed().as_secs_f64()
             ));
         }
+        let last_error = st.last_connect_error.clone();
         let hint = if let Some(last) = &st.last_connect_error {
             cause.push_str(&format!("; last connect error: {last}"));
             "the database cannot be reached: see the last connect error"
@@ -840,11 +889,16 @@ impl<M: Manager> Inner<M> {
         } else {
             "every connection is in use: raise max_open or acquire_timeout, or look for connections held too long (leak_threshold)"
         };
-        Error::new(Code::AcquireTimeout, "no connection available")
+        let e = Error::new(Code::AcquireTimeout, "no connection available")
             .with_limit(d.limit())
             .with_elapsed(waited)
             .with_cause(cause)
-            .with_hint(hint)
+            .with_hint(hint);
+        match last_error {
+            // The caller can read the connect error's own code from the chain.
+            Some(last) => e.with_source(last),
+            None => e,
+        }
     }
 
     /// Takes back a connection from a [`Pooled`]. Never blocks on I/O.
@@ -932,12 +986,13 @@ impl<M: Manager> Inner<M> {
         };
         let weak: Weak<Self> = Arc::downgrade(self);
         self.handle.spawn(async move {
-            let mut last_health = Instant::now();
             let mut interval = tokio::time::interval(tick);
             interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            interval.tick().await;
+            // Compare scheduled instants, not wake-ups: a wake-up a moment
+            // early would otherwise skip a whole period.
+            let mut last_health = interval.tick().await;
             loop {
-                interval.tick().await;
+                let at = interval.tick().await;
                 let Some(inner) = weak.upgrade() else { return };
                 if inner.state.lock().closed {
                     return;
@@ -946,8 +1001,8 @@ impl<M: Manager> Inner<M> {
                     inner.sweep_leaks();
                 }
                 if let Some(h) = health {
-                    if last_health.elapsed() >= h {
-                        last_health = Instant::now();
+                    if at.duration_since(last_health) >= h {
+                        last_health = at;
                         inner.sweep_idle();
                         inner.refill();
                     }

@@ -110,11 +110,6 @@ impl LineConn {
     pub fn is_broken(&self) -> bool {
         self.broken
     }
-
-    /// The client-side port, to tell connections apart.
-    pub fn local_port(&self) -> u16 {
-        self.stream.get_ref().local_addr().map_or(0, |a| a.port())
-    }
 }
 
 /// What the manager did, for the tests to assert.
@@ -145,10 +140,13 @@ pub struct LineManager {
     dialer: Dialer,
     hosts: Vec<HostPort>,
     counts: Arc<Counts>,
-    /// Returned by connect after a successful dial (a login failure).
-    login_error: Option<Error>,
+    /// Returned by connect after a successful dial and a login exchange
+    /// that takes the given time (a login failure).
+    login_error: Option<(Error, Duration)>,
     /// Treat every connect error as permanent (fails waiters at once).
     all_permanent: bool,
+    /// Ask the server for its idle cut (`IDLE_LIMIT`) when the pool wants it.
+    reads_idle_limit: bool,
 }
 
 impl LineManager {
@@ -159,13 +157,25 @@ impl LineManager {
             counts: Arc::new(Counts::default()),
             login_error: None,
             all_permanent: false,
+            reads_idle_limit: false,
         }
     }
 
-    /// A manager whose connects dial, then fail the login with `error`.
-    pub fn failing_login(config: &Config, error: Error) -> LineManager {
+    /// A manager that tells the pool the server's idle cut, read with
+    /// `IDLE_LIMIT` (as the real ones read `idle_session_timeout` or
+    /// `wait_timeout`).
+    pub fn reading_idle_limit(config: &Config) -> LineManager {
         LineManager {
-            login_error: Some(error),
+            reads_idle_limit: true,
+            ..LineManager::new(config)
+        }
+    }
+
+    /// A manager whose connects dial, spend `login` in an exchange with the
+    /// server (`SLEEP`), then fail the login with `error`.
+    pub fn failing_login(config: &Config, error: Error, login: Duration) -> LineManager {
+        LineManager {
+            login_error: Some((error, login)),
             ..LineManager::new(config)
         }
     }
@@ -200,17 +210,20 @@ impl Manager for LineManager {
     async fn connect(&self) -> Result<LineConn> {
         let serial = self.counts.attempts.fetch_add(1, Ordering::SeqCst) + 1;
         let connected = self.dialer.connect(&self.hosts, None).await?;
-        if let Some(e) = &self.login_error {
-            drop(connected);
-            return Err(e.clone());
-        }
-        self.counts.connects.fetch_add(1, Ordering::SeqCst);
-        Ok(LineConn {
+        let mut conn = LineConn {
             stream: BufReader::new(connected.stream),
             in_tx: false,
             broken: false,
             serial,
-        })
+        };
+        if let Some((e, login)) = &self.login_error {
+            let limit = Deadline::after("login_timeout", *login + RESET_TIMEOUT);
+            let cmd = format!("SLEEP {}", login.as_millis());
+            conn.command(&cmd, Some(limit)).await?;
+            return Err(e.clone());
+        }
+        self.counts.connects.fetch_add(1, Ordering::SeqCst);
+        Ok(conn)
     }
 
     fn probe(&self, conn: &mut LineConn) -> Liveness {
@@ -245,9 +258,28 @@ impl Manager for LineManager {
         self.counts.closes.fetch_add(1, Ordering::SeqCst);
     }
 
+    async fn server_idle_limit(&self, conn: &mut LineConn) -> Option<Duration> {
+        if !self.reads_idle_limit {
+            return None;
+        }
+        let limit = Deadline::after("query_timeout", RESET_TIMEOUT);
+        let ms: u64 = conn
+            .command("IDLE_LIMIT", Some(limit))
+            .await
+            .ok()?
+            .parse()
+            .ok()?;
+        Some(Duration::from_millis(ms))
+    }
+
     fn is_permanent(&self, err: &Error) -> bool {
+        // The trait's default, plus the fail-fast switch.
         self.all_permanent
-            || matches!(err.code(), Code::AuthFailed | Code::TlsError) && !err.is_retryable()
+            || matches!(
+                err.code(),
+                Code::AuthFailed | Code::TlsError | Code::InvalidArgument | Code::DnsError
+            ) && !err.is_retryable()
+            || (err.code() == Code::ServerError && err.layer() == Layer::Login)
     }
 }
 
@@ -267,6 +299,12 @@ pub enum Seen {
     },
     ConnectEnd {
         ok: bool,
+    },
+    Adjusted {
+        option: &'static str,
+        from: Option<Duration>,
+        to: Duration,
+        why: String,
     },
 }
 
@@ -322,6 +360,17 @@ impl EventHandler for Recorder {
             },
             Event::AcquireTimeout { error } => Seen::AcquireTimeout { code: error.code() },
             Event::ConnectEnd { result, .. } => Seen::ConnectEnd { ok: result.is_ok() },
+            Event::Adjusted {
+                option,
+                from,
+                to,
+                why,
+            } => Seen::Adjusted {
+                option,
+                from: *from,
+                to: *to,
+                why: why.to_string(),
+            },
             _ => return,
         };
         self.events.lock().push((Instant::now(), seen));

@@ -18,6 +18,7 @@ mod pg;
 mod util;
 
 pub mod fault;
+pub mod line;
 pub mod netns;
 pub mod tls;
 
