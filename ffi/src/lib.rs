@@ -130,10 +130,10 @@ pub struct dp_result {
     cells: Vec<Option<(usize, usize)>>,
 }
 
-/// The pool's numbers (see `dp_pool_stats`).
+/// The pool's numbers, filled by `dp_pool_stats`.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default)]
-pub struct dp_pool_stats {
+pub struct dp_stats {
     pub max_open: u32,
     pub open: u32,
     pub in_use: u32,
@@ -357,6 +357,20 @@ pub extern "C" fn dp_error_layer(err: *const dp_error) -> dp_layer {
     }
 }
 
+/// The layer's name: "none", "dial", "login", "pool" or "query". Static
+/// storage; thread-safe.
+#[no_mangle]
+pub extern "C" fn dp_layer_name(layer: dp_layer) -> *const c_char {
+    let name: &'static std::ffi::CStr = match layer {
+        dp_layer::DP_LAYER_NONE => c"none",
+        dp_layer::DP_LAYER_DIAL => c"dial",
+        dp_layer::DP_LAYER_LOGIN => c"login",
+        dp_layer::DP_LAYER_POOL => c"pool",
+        dp_layer::DP_LAYER_QUERY => c"query",
+    };
+    name.as_ptr()
+}
+
 /// The one-line message. Valid until `dp_error_free`; "" for NULL.
 #[no_mangle]
 pub extern "C" fn dp_error_message(err: *const dp_error) -> *const c_char {
@@ -577,7 +591,7 @@ pub extern "C" fn dp_pool_execute(
 #[no_mangle]
 pub extern "C" fn dp_pool_stats(
     pool: *const dp_pool,
-    stats: *mut dp_pool_stats,
+    stats: *mut dp_stats,
     err: *mut *mut dp_error,
 ) -> dp_code {
     // SAFETY: NULL or a live dp_pool.
@@ -589,7 +603,7 @@ pub extern "C" fn dp_pool_stats(
     }
     guard(err, || {
         let s = p.pool.stats();
-        let out = dp_pool_stats {
+        let out = dp_stats {
             max_open: s.max_open,
             open: s.open,
             in_use: s.in_use,
@@ -611,7 +625,7 @@ pub extern "C" fn dp_pool_stats(
             leaks: s.leaks,
             max_idle_time_us: s.max_idle_time.map_or(0, |d| d.as_micros() as u64),
         };
-        // SAFETY: a writable dp_pool_stats (checked non-NULL).
+        // SAFETY: a writable dp_stats (checked non-NULL).
         unsafe { *stats = out };
         Ok(())
     })
