@@ -12,6 +12,16 @@ echo "== C: the ABI through the header"
 tests/c/test_ffi || status=1
 tests/c/header_cpp >/dev/null || status=1
 
+echo "== C: the same suite under valgrind memcheck (fewer stress rounds)"
+if command -v valgrind >/dev/null 2>&1; then
+  DP_C_STRESS=50 valgrind -q --suppressions=tests/c/valgrind.supp --error-exitcode=3 \
+    --leak-check=full --errors-for-leak-kinds=definite --show-leak-kinds=definite \
+    tests/c/test_ffi || status=1
+else
+  echo "valgrind is missing" >&2
+  status=1
+fi
+
 echo "== C: the example, against the throwaway PostgreSQL"
 examples/c/query_timeout "$DIALPOOL_TEST_PG_URL?sslmode=disable" || status=1
 

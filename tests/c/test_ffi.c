@@ -4,8 +4,13 @@
  *
  *   DIALPOOL_TEST_PG_URL=postgres://... ./test_ffi
  */
+#include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <pthread.h>
+#include <sys/socket.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -150,7 +155,7 @@ static void test_deadline_cancels_on_the_server(void) {
     CHECK(dp_error_limit(err) && strcmp(dp_error_limit(err), "deadline") == 0, "limit %s", dp_error_limit(err));
     CHECK(dp_error_sqlstate(err) && strcmp(dp_error_sqlstate(err), "57014") == 0, "cancelled on the server: %s", msg(err));
     /* elapsed counts the query; the ctx deadline also covered the acquire. */
-    CHECK(dp_error_elapsed_us(err) >= 300000 && dp_error_elapsed_us(err) < 1500000, "elapsed %lld", (long long)dp_error_elapsed_us(err));
+    CHECK(dp_error_elapsed_us(err) >= 100000 && dp_error_elapsed_us(err) < 1500000, "elapsed %lld", (long long)dp_error_elapsed_us(err));
     CHECK(took < 3.0, "took %.2f", took);
     dp_error_free(err);
     dp_pool_close(pool);
@@ -213,6 +218,276 @@ static void test_dial(void) {
     dp_error_free(err);
 }
 
+
+/* ---- fault fixtures in C: the same kinds the Rust harness makes ---- */
+
+/* A loopback listener with backlog 0 whose queue is filled, so that further
+ * SYNs are dropped: connects hang until their own timeout. */
+struct black_hole { int listener; int fillers[8]; int nfill; int port; };
+
+static int black_hole_open(struct black_hole *h) {
+    struct sockaddr_in a = {0};
+    socklen_t len = sizeof a;
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    h->nfill = 0;
+    h->listener = socket(AF_INET, SOCK_STREAM, 0);
+    if (h->listener < 0 || bind(h->listener, (struct sockaddr *)&a, sizeof a) != 0 || listen(h->listener, 0) != 0)
+        return -1;
+    getsockname(h->listener, (struct sockaddr *)&a, &len);
+    h->port = ntohs(a.sin_port);
+    for (int i = 0; i < 8; i++) {
+        int fd = socket(AF_INET, SOCK_STREAM, 0);
+        fcntl(fd, F_SETFL, O_NONBLOCK);
+        connect(fd, (struct sockaddr *)&a, sizeof a);
+        struct pollfd p = {fd, POLLOUT, 0};
+        h->fillers[h->nfill++] = fd;
+        if (poll(&p, 1, 200) == 0) return 0; /* this one hangs: the queue is full */
+    }
+    return -1;
+}
+
+static void black_hole_close(struct black_hole *h) {
+    for (int i = 0; i < h->nfill; i++) close(h->fillers[i]);
+    close(h->listener);
+}
+
+/* A server that answers PostgreSQL's SSLRequest with 'S' and then never
+ * speaks: the TLS handshake hangs. */
+struct stall { int listener; int port; pthread_t thread; };
+
+static void *stall_serve(void *arg) {
+    struct stall *s = arg;
+    int c = accept(s->listener, NULL, NULL);
+    if (c >= 0) {
+        char buf[8];
+        ssize_t got = 0;
+        while (got < 8) {
+            ssize_t n = read(c, buf + got, sizeof buf - got);
+            if (n <= 0) break;
+            got += n;
+        }
+        if (write(c, "S", 1) == 1) sleep(2); /* silent: never answers the ClientHello */
+        close(c);
+    }
+    return NULL;
+}
+
+static int stall_open(struct stall *s) {
+    struct sockaddr_in a = {0};
+    socklen_t len = sizeof a;
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    s->listener = socket(AF_INET, SOCK_STREAM, 0);
+    if (s->listener < 0 || bind(s->listener, (struct sockaddr *)&a, sizeof a) != 0 || listen(s->listener, 4) != 0)
+        return -1;
+    getsockname(s->listener, (struct sockaddr *)&a, &len);
+    s->port = ntohs(a.sin_port);
+    return pthread_create(&s->thread, NULL, stall_serve, s);
+}
+
+/* Expects `code` from dp_pool_query on a fresh pool for `url`, with the
+ * given layer, limit (NULL: none) and timeout flag. */
+static void expect_error(const char *url, dp_code want, dp_layer layer, const char *limit, int timeout, int retryable) {
+    dp_error *err = NULL;
+    dp_pool *pool = NULL;
+    dp_code code = dp_pool_open(url, &pool, &err);
+    if (code == DP_OK) {
+        dp_result *r = NULL;
+        code = dp_pool_query(pool, NULL, "SELECT 1", 0, NULL, &r, &err);
+        if (code == DP_OK) dp_result_free(r);
+    }
+    CHECK(code == want, "%s: got %s, want %s: %s", url, dp_code_name(code), dp_code_name(want), msg(err));
+    if (code == want) {
+        CHECK(dp_error_layer(err) == layer, "%s: layer %s", dp_code_name(want), dp_layer_name(dp_error_layer(err)));
+        const char *got = dp_error_limit(err);
+        CHECK((limit == NULL && got == NULL) || (limit && got && strcmp(limit, got) == 0),
+              "%s: limit %s, want %s", dp_code_name(want), got ? got : "(none)", limit ? limit : "(none)");
+        CHECK(dp_error_is_timeout(err) == timeout, "%s: timeout flag", dp_code_name(want));
+        if (retryable >= 0) CHECK(dp_error_is_retryable(err) == retryable, "%s: retryable flag", dp_code_name(want));
+    }
+    dp_error_free(err);
+    dp_pool_close(pool);
+}
+
+static void test_error_codes_from_c(void) {
+    char url[1200];
+    const char *base = getenv("DIALPOOL_TEST_PG_URL");
+    const char *at = strrchr(base, '@');
+    int port = 0;
+    if (at) sscanf(at + 1, "127.0.0.1:%d", &port);
+
+    /* The pool's acquire turns dial errors into the error itself when the
+     * failure is permanent, or ACQUIRE_TIMEOUT naming it; a short
+     * acquire_timeout and a direct look at the dial layer cover both. */
+    expect_error("postgres://u:p@127.0.0.1:1/db?sslmode=disable&acquire_timeout=300ms",
+                 DP_ACQUIRE_TIMEOUT, DP_LAYER_POOL, "acquire_timeout", 1, 1);
+
+    struct black_hole hole;
+    if (black_hole_open(&hole) == 0) {
+        snprintf(url, sizeof url, "tcp://127.0.0.1:%d?connect_timeout=300ms", hole.port);
+        int fd = -1;
+        dp_error *err = NULL;
+        dp_code code = dp_dial(url, NULL, &fd, &err);
+        CHECK(code == DP_CONNECT_TIMEOUT, "black hole: %s", dp_code_name(code));
+        CHECK(dp_error_layer(err) == DP_LAYER_DIAL && dp_error_is_timeout(err) && dp_error_is_retryable(err), "flags");
+        CHECK(dp_error_limit(err) && strcmp(dp_error_limit(err), "connect_timeout") == 0, "limit");
+        dp_error_free(err);
+        err = NULL;
+        /* A ctx cancel interrupts the hanging dial at once. */
+        dp_ctx *ctx = dp_ctx_new(-1);
+        struct canceller c = {ctx};
+        pthread_t t;
+        pthread_create(&t, NULL, cancel_later, &c);
+        snprintf(url, sizeof url, "tcp://127.0.0.1:%d?connect_timeout=10s", hole.port);
+        double start = now_s();
+        code = dp_dial(url, ctx, &fd, &err);
+        pthread_join(t, NULL);
+        CHECK(code == DP_CANCELLED && now_s() - start < 2.0, "cancelled dial: %s", dp_code_name(code));
+        dp_error_free(err);
+        dp_ctx_free(ctx);
+        black_hole_close(&hole);
+    } else {
+        CHECK(0, "could not make a SYN black hole");
+    }
+
+    struct stall st;
+    if (stall_open(&st) == 0) {
+        snprintf(url, sizeof url, "postgres://u:p@127.0.0.1:%d/db?sslmode=require&tls_timeout=300ms&acquire_timeout=3s", st.port);
+        /* TLS_TIMEOUT is not permanent: the pool reports it as the last
+         * connect error of ACQUIRE_TIMEOUT; the dial-level code is seen by
+         * the dial itself. */
+        dp_error *err = NULL;
+        dp_pool *pool = NULL;
+        dp_result *r = NULL;
+        dp_ctx *ctx = dp_ctx_new(1000);
+        dp_pool_open(url, &pool, &err);
+        dp_code code = dp_pool_query(pool, ctx, "SELECT 1", 0, NULL, &r, &err);
+        CHECK(code == DP_ACQUIRE_TIMEOUT, "stalled TLS: %s", dp_code_name(code));
+        CHECK(strstr(msg(err), "TLS handshake") != NULL && strstr(msg(err), "tls_timeout=300ms") != NULL, "%s", msg(err));
+        CHECK(dp_error_limit(err) && strcmp(dp_error_limit(err), "deadline") == 0, "limit %s", dp_error_limit(err));
+        dp_error_free(err);
+        dp_ctx_free(ctx);
+        dp_pool_close(pool);
+        pthread_join(st.thread, NULL);
+        close(st.listener);
+    }
+
+    snprintf(url, sizeof url, "postgres://dialpool:wrong-pw@127.0.0.1:%d/dialpool?sslmode=disable", port);
+    expect_error(url, DP_AUTH_FAILED, DP_LAYER_LOGIN, NULL, 0, 0);
+    snprintf(url, sizeof url, "postgres://dialpool:dp-secret-pw@127.0.0.1:%d/no_such_db?sslmode=disable", port);
+    expect_error(url, DP_SERVER_ERROR, DP_LAYER_LOGIN, NULL, 0, 0);
+    const char *ca = getenv("DIALPOOL_TEST_PG_CA");
+    if (ca) {
+        snprintf(url, sizeof url, "postgres://dialpool:dp-secret-pw@127.0.0.1:%d/dialpool?sslmode=verify-full&sslrootcert=%s", port, ca);
+        expect_error(url, DP_TLS_ERROR, DP_LAYER_DIAL, NULL, 0, 0);
+    }
+    snprintf(url, sizeof url, "%s?sslmode=disable&query_timeout=300ms", base);
+    dp_error *err = NULL;
+    dp_pool *pool = NULL;
+    dp_result *r = NULL;
+    dp_pool_open(url, &pool, &err);
+    dp_code code = dp_pool_query(pool, NULL, "SELECT pg_sleep(3)", 0, NULL, &r, &err);
+    CHECK(code == DP_QUERY_TIMEOUT, "%s", dp_code_name(code));
+    CHECK(dp_error_limit(err) && strcmp(dp_error_limit(err), "query_timeout") == 0, "limit");
+    CHECK(dp_error_layer(err) == DP_LAYER_QUERY && dp_error_is_timeout(err) && !dp_error_is_retryable(err), "flags");
+    dp_error_free(err);
+    dp_pool_close(pool);
+}
+
+struct held { dp_pool *pool; dp_ctx *ctx; dp_code code; dp_layer layer; };
+
+static void *acquire_in_thread(void *arg) {
+    struct held *h = arg;
+    dp_conn *conn = NULL;
+    dp_error *err = NULL;
+    h->code = dp_pool_acquire(h->pool, h->ctx, &conn, &err);
+    h->layer = dp_error_layer(err);
+    dp_error_free(err);
+    dp_conn_release(conn);
+    return NULL;
+}
+
+static void test_cancel_a_pending_acquire_and_exhaustion(void) {
+    dp_error *err = NULL;
+    dp_pool *pool = NULL;
+    if (dp_pool_open(pg_url("sslmode=disable&max_open=1&acquire_timeout=5s"), &pool, &err) != DP_OK) {
+        CHECK(0, "open: %s", msg(err));
+        dp_error_free(err);
+        return;
+    }
+    dp_conn *conn = NULL;
+    CHECK(dp_pool_acquire(pool, NULL, &conn, &err) == DP_OK, "first acquire: %s", msg(err));
+    struct held h = {pool, dp_ctx_new(-1), DP_OK, DP_LAYER_NONE};
+    pthread_t t;
+    pthread_create(&t, NULL, acquire_in_thread, &h);
+    usleep(200 * 1000);
+    double start = now_s();
+    dp_ctx_cancel(h.ctx);
+    pthread_join(t, NULL);
+    CHECK(h.code == DP_CANCELLED && h.layer == DP_LAYER_POOL, "pending acquire: %s", dp_code_name(h.code));
+    CHECK(now_s() - start < 1.0, "cancel took %.2f", now_s() - start);
+    dp_ctx_free(h.ctx);
+
+    dp_ctx *ctx = dp_ctx_new(300);
+    dp_conn *second = NULL;
+    dp_code code = dp_pool_acquire(pool, ctx, &second, &err);
+    CHECK(code == DP_ACQUIRE_TIMEOUT, "%s", dp_code_name(code));
+    CHECK(dp_error_limit(err) && strcmp(dp_error_limit(err), "deadline") == 0, "limit");
+    CHECK(strstr(msg(err), "1/1 open, 1 in use, 0 idle") != NULL, "%s", msg(err));
+    dp_error_free(err);
+    dp_ctx_free(ctx);
+    dp_conn_release(conn);
+    dp_pool_close(pool);
+}
+
+struct worker { dp_pool *pool; int n; int ok; };
+
+static void *query_loop(void *arg) {
+    struct worker *w = arg;
+    for (int i = 0; i < w->n; i++) {
+        char v[32];
+        snprintf(v, sizeof v, "%d", i);
+        const char *params[] = {v};
+        dp_result *r = NULL;
+        dp_error *err = NULL;
+        if (dp_pool_query(w->pool, NULL, "SELECT $1::int + 1", 1, params, &r, &err) == DP_OK &&
+            atoi(dp_result_value(r, 0, 0)) == i + 1)
+            w->ok++;
+        dp_result_free(r);
+        dp_error_free(err);
+    }
+    return NULL;
+}
+
+static void test_threads(void) {
+    const char *n_env = getenv("DP_C_STRESS");
+    int n = n_env ? atoi(n_env) : 1000;
+    dp_error *err = NULL;
+    dp_pool *pool = NULL;
+    if (dp_pool_open(pg_url("sslmode=disable&max_open=4"), &pool, &err) != DP_OK) {
+        CHECK(0, "open: %s", msg(err));
+        dp_error_free(err);
+        return;
+    }
+    pthread_t t[8];
+    struct worker w[8];
+    for (int i = 0; i < 8; i++) {
+        w[i] = (struct worker){pool, n, 0};
+        pthread_create(&t[i], NULL, query_loop, &w[i]);
+    }
+    int ok = 0;
+    for (int i = 0; i < 8; i++) {
+        pthread_join(t[i], NULL);
+        ok += w[i].ok;
+    }
+    CHECK(ok == 8 * n, "%d of %d queries from 8 threads", ok, 8 * n);
+    dp_stats s;
+    dp_pool_stats(pool, &s, NULL);
+    CHECK(s.open <= 4 && s.in_use == 0, "open %u in use %u", s.open, s.in_use);
+    dp_pool_close(pool);
+}
+
 int main(void) {
     if (getenv("DIALPOOL_TEST_PG_URL") == NULL) {
         fprintf(stderr, "DIALPOOL_TEST_PG_URL is not set (run under dialpool-testkit run)\n");
@@ -225,6 +500,9 @@ int main(void) {
     test_deadline_cancels_on_the_server();
     test_cancel_from_another_thread();
     test_dial();
+    test_error_codes_from_c();
+    test_cancel_a_pending_acquire_and_exhaustion();
+    test_threads();
     printf("c-ffi: %d passed, %d failed\n", passed, failed);
     return failed ? 1 : 0;
 }

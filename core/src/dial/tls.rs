@@ -157,7 +157,9 @@ impl TlsConnector {
 
 fn handshake_error(io: std::io::Error, peer: &str, host: &str, elapsed: Duration) -> Error {
     let mut hint = "check sslmode, sslrootcert and the server's certificate";
-    let mut code = Code::TlsError;
+    // A certificate or protocol verdict repeats on every try (permanent);
+    // a connection dropped mid-handshake may not.
+    let mut retryable = false;
     let cause = match io.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>()) {
         Some(rustls::Error::InvalidCertificate(cert)) => {
             match cert {
@@ -181,23 +183,23 @@ fn handshake_error(io: std::io::Error, peer: &str, host: &str, elapsed: Duration
         }
         Some(other) => other.to_string(),
         None => {
+            retryable = true;
             if matches!(
                 io.kind(),
                 std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset
             ) {
-                code = Code::TlsError;
                 hint = "the server closed the connection during the handshake; does it speak TLS on this port?";
             }
             io.to_string()
         }
     };
-    Error::new(code, format!("TLS handshake with {peer} failed"))
+    Error::new(Code::TlsError, format!("TLS handshake with {peer} failed"))
         .with_layer(Layer::Dial)
         .with_elapsed(elapsed)
         .with_peer(peer)
         .with_cause(cause)
         .with_hint(hint)
-        .with_retryable(false)
+        .with_retryable(retryable)
         .with_source(io)
 }
 
