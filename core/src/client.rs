@@ -56,6 +56,57 @@ pub enum Session {
 }
 
 impl Session {
+    /// One session without a pool (DB-API's `connect`): its dial and login
+    /// errors come straight back, under the configured limits and `ctx`.
+    pub async fn connect(config: Arc<Config>, ctx: &Ctx) -> Result<Session> {
+        let connect = async {
+            match config.kind {
+                DbKind::Postgres => PgConnector::new(config.clone())?
+                    .connect(ctx.deadline)
+                    .await
+                    .map(Session::Postgres),
+                DbKind::Mysql => Err(Error::invalid_argument(
+                    "mysql:// and mariadb:// sessions are not available yet in this build",
+                )),
+                DbKind::Tcp => Err(Error::invalid_argument(
+                    "tcp:// URLs are for plain dials, not database sessions; use postgres:// or mysql://",
+                )),
+            }
+        };
+        match crate::deadline::run_until(None, ctx.cancel.as_ref(), connect).await {
+            Ok(r) => r,
+            Err(_) => Err(Error::new(
+                crate::error::Code::Cancelled,
+                "connect cancelled by the caller",
+            )
+            .with_layer(crate::error::Layer::Dial)),
+        }
+    }
+
+    /// Whether the session is ready and outside a transaction.
+    pub fn is_clean(&self) -> bool {
+        self.release_state() == ReleaseState::Clean
+    }
+
+    /// Whether a transaction is open (or failed and not yet rolled back).
+    pub fn in_transaction(&self) -> bool {
+        self.release_state() == ReleaseState::NeedsReset
+    }
+
+    /// Rolls back an open transaction.
+    pub async fn reset(&mut self) -> Result<()> {
+        match self {
+            Session::Postgres(c) => c.reset().await,
+        }
+    }
+
+    /// Closes the session politely.
+    pub async fn close(self) {
+        match self {
+            Session::Postgres(c) => c.close().await,
+        }
+    }
+
     pub async fn query(
         &mut self,
         sql: &str,
