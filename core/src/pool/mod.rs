@@ -89,11 +89,13 @@ pub trait Manager: Send + Sync + 'static {
     /// get it at once. The default: bad credentials, TLS verification and
     /// bad settings, and server errors during login (unknown database/role).
     fn is_permanent(&self, err: &Error) -> bool {
-        matches!(
-            err.code(),
-            Code::AuthFailed | Code::TlsError | Code::InvalidArgument | Code::DnsError
-        ) && !err.is_retryable()
-            || (err.code() == Code::ServerError && err.layer() == Layer::Login)
+        // A refusal the server will lift (too many clients, starting up) is
+        // marked retryable and waits out the acquire like any outage.
+        !err.is_retryable()
+            && (matches!(
+                err.code(),
+                Code::AuthFailed | Code::TlsError | Code::InvalidArgument | Code::DnsError
+            ) || (err.code() == Code::ServerError && err.layer() == Layer::Login))
     }
 
     /// The server's own cut for idle sessions (PostgreSQL's

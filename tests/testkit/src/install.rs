@@ -36,11 +36,20 @@ pub fn pg_bin_dir() -> Option<PathBuf> {
     complete(&dir).then_some(dir)
 }
 
-/// The Debian packages whose programs are missing, in install order.
+/// The `pgbouncer` program (Debian puts it in /usr/sbin).
+pub fn pgbouncer_bin() -> Option<PathBuf> {
+    find_executable("pgbouncer")
+}
+
+/// The Debian packages whose programs are missing, in install order. The one
+/// place that says which package provides what the harness runs.
 fn missing_packages() -> Vec<&'static str> {
     let mut missing = Vec::new();
     if pg_bin_dir().is_none() {
         missing.push("postgresql");
+    }
+    if pgbouncer_bin().is_none() {
+        missing.push("pgbouncer");
     }
     if find_executable("mariadbd").is_none() || find_executable("mariadb-install-db").is_none() {
         missing.push("mariadb-server");
@@ -57,8 +66,8 @@ fn missing_packages() -> Vec<&'static str> {
     missing
 }
 
-/// Installs what is missing (postgresql, mariadb-server, mariadb-client,
-/// iptables, iproute2) through apt-get when root; Err with a clear message
+/// Installs what is missing (postgresql, pgbouncer, mariadb-server,
+/// mariadb-client, iptables, iproute2) through apt-get when root; Err with a clear message
 /// otherwise.
 ///
 /// Quick and idempotent when everything is present: it only looks for the

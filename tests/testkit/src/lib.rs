@@ -1,5 +1,5 @@
-//! Test harness for dialpool: throwaway PostgreSQL and MariaDB servers in temp
-//! dirs on loopback, and real network faults (refused port, full accept queue,
+//! Test harness for dialpool: throwaway PostgreSQL and MariaDB servers (and
+//! PgBouncer in front of PostgreSQL) in temp dirs on loopback, and real network faults (refused port, full accept queue,
 //! silent peer, network namespaces with iptables DROP, unreachable loopback,
 //! dead or NXDOMAIN-answering resolvers).
 //!
@@ -15,6 +15,7 @@
 mod install;
 mod mariadb;
 mod pg;
+mod pgbouncer;
 mod util;
 
 pub mod fault;
@@ -26,9 +27,10 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::sync::{Mutex, Once};
 
-pub use install::{ensure_installed, pg_bin_dir};
+pub use install::{ensure_installed, pg_bin_dir, pgbouncer_bin};
 pub use mariadb::{MariaDbOptions, MariaDbServer};
 pub use pg::{PgOptions, PgServer};
+pub use pgbouncer::{PgBouncer, PgBouncerOptions, PoolMode, Upstream};
 
 /// Login role / user the servers create.
 pub const DB_USER: &str = "dialpool";

@@ -19,6 +19,11 @@ use crate::{DB_NAME, DB_PASSWORD, DB_USER};
 
 /// How long start() waits for the server to accept connections.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a fast shutdown may take before the harness escalates to an
+/// immediate one (SIGQUIT), and that one before SIGKILL.
+const FAST_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// How long start_again() keeps retrying when the old port is still taken.
+const REBIND_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Options for [`PgServer::start`].
 #[derive(Debug, Clone, Default)]
@@ -47,6 +52,8 @@ pub struct PgServer {
     port: u16,
     tls: bool,
     version: String,
+    /// The account the server runs as (`postgres` when we are root).
+    owner: Option<Account>,
     child: Option<Child>,
 }
 
@@ -76,11 +83,12 @@ impl PgServer {
             port: 0,
             tls: opts.tls,
             version: String::new(),
+            owner,
             child: None,
         };
         // On any error below, dropping `server` removes the dir.
         server.init(owner, &opts)?;
-        server.launch(owner)?;
+        server.launch()?;
         server.create_role_and_db()?;
         Ok(server)
     }
@@ -181,7 +189,7 @@ impl PgServer {
         self.root.join("server.log")
     }
 
-    fn launch(&mut self, owner: Option<Account>) -> Result<(), String> {
+    fn launch(&mut self) -> Result<(), String> {
         let v6 = ipv6_loopback_available();
         let mut last_err = String::new();
         // A free port can be taken by someone else before the server binds
@@ -192,33 +200,12 @@ impl PgServer {
                 &self.data.join("testkit_port.conf"),
                 format!("port = {}\n", self.port).as_bytes(),
                 0o644,
-                owner,
+                self.owner,
             )?;
-            let log = fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(self.log_path())
-                .map_err(|e| format!("open server log: {e}"))?;
-            let log2 = log.try_clone().map_err(|e| format!("dup log fd: {e}"))?;
-            let mut cmd = self.command("postgres", owner);
-            cmd.arg("-D")
-                .arg(&self.data)
-                .stdin(Stdio::null())
-                .stdout(log)
-                .stderr(log2);
-            // SIGQUIT is PostgreSQL's immediate shutdown.
-            let child = spawn_daemon(cmd, libc::SIGQUIT)
-                .map_err(|e| format!("cannot start postgres: {e}"))?;
-            let _ = fs::write(self.root.join(SERVER_PID_FILE), child.id().to_string());
-            self.child = Some(child);
-            match self.wait_ready() {
+            match self.spawn_and_wait() {
                 Ok(()) => return Ok(()),
-                Err(e) => {
-                    self.stop();
-                    let log = self.log_tail(30);
-                    let in_use =
-                        log.contains("could not bind") || log.contains("Address already in use");
-                    last_err = format!("{e}\n--- server log tail ---\n{log}");
+                Err((e, in_use)) => {
+                    last_err = e;
                     if !in_use {
                         break;
                     }
@@ -226,6 +213,44 @@ impl PgServer {
             }
         }
         Err(format!("PostgreSQL did not start: {last_err}"))
+    }
+
+    /// Starts the postmaster on the configured port and waits until it
+    /// accepts connections. On failure the process is stopped and the error
+    /// carries the log tail, plus whether the port was taken.
+    fn spawn_and_wait(&mut self) -> Result<(), (String, bool)> {
+        // Only the lines written by this attempt count for "port in use".
+        let log_start = fs::metadata(self.log_path()).map_or(0, |m| m.len());
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .map_err(|e| (format!("open server log: {e}"), false))?;
+        let log2 = log
+            .try_clone()
+            .map_err(|e| (format!("dup log fd: {e}"), false))?;
+        let mut cmd = self.command("postgres", self.owner);
+        cmd.arg("-D")
+            .arg(&self.data)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log2);
+        // SIGQUIT is PostgreSQL's immediate shutdown.
+        let child = spawn_daemon(cmd, libc::SIGQUIT)
+            .map_err(|e| (format!("cannot start postgres: {e}"), false))?;
+        let _ = fs::write(self.root.join(SERVER_PID_FILE), child.id().to_string());
+        self.child = Some(child);
+        match self.wait_ready() {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                self.stop();
+                let new_lines = read_from(&self.log_path(), log_start);
+                let in_use = new_lines.contains("could not bind")
+                    || new_lines.contains("Address already in use");
+                let log = self.log_tail(30);
+                Err((format!("{e}\n--- server log tail ---\n{log}"), in_use))
+            }
+        }
     }
 
     fn wait_ready(&mut self) -> Result<(), String> {
@@ -237,7 +262,7 @@ impl PgServer {
                     return Err(format!("postgres exited during start-up ({status})"));
                 }
             }
-            if pg_probe(addr) {
+            if pg_probe(addr, "postgres", "postgres") {
                 return Ok(());
             }
             if Instant::now() >= deadline {
@@ -341,12 +366,92 @@ impl PgServer {
         tail_file(&self.log_path(), lines)
     }
 
+    /// Whether the postmaster is running (started and not stopped).
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
     /// Stops the server now (immediate shutdown) but keeps its files; Drop
     /// still removes them. For tests of a server that goes away.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             stop_child(&mut child, libc::SIGQUIT, Duration::from_secs(10));
         }
+    }
+
+    /// Stops the server with a fast shutdown (SIGINT: sessions are
+    /// terminated with 57P01, a shutdown checkpoint is written) and waits
+    /// for the postmaster to exit; keeps the files, so [`start_again`]
+    /// finds the same data. Bounded: after 10 s it escalates to an
+    /// immediate shutdown, then SIGKILL.
+    ///
+    /// [`start_again`]: PgServer::start_again
+    pub fn stop_fast(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        // SAFETY: kill(2) on our own child, which is not yet reaped.
+        unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+        let deadline = Instant::now() + FAST_SHUTDOWN_GRACE;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
+        eprintln!(
+            "testkit: PostgreSQL on port {} ignored a fast shutdown for {}s; immediate shutdown",
+            self.port,
+            FAST_SHUTDOWN_GRACE.as_secs()
+        );
+        stop_child(&mut child, libc::SIGQUIT, Duration::from_secs(10));
+    }
+
+    /// Starts a stopped server again on the same port and data dir and
+    /// waits (≤ 30 s) until it accepts connections. Keeps retrying for up to
+    /// 5 s while the port is still taken. Does nothing when it runs.
+    pub fn start_again(&mut self) -> Result<(), String> {
+        if self.is_running() {
+            return Ok(());
+        }
+        self.child = None;
+        let rebind_until = Instant::now() + REBIND_TIMEOUT;
+        loop {
+            match self.spawn_and_wait() {
+                Ok(()) => return Ok(()),
+                Err((_, true)) if Instant::now() < rebind_until => {
+                    thread::sleep(Duration::from_millis(100));
+                }
+                Err((e, _)) => {
+                    return Err(format!(
+                        "PostgreSQL did not start again on port {}: {e}",
+                        self.port
+                    ))
+                }
+            }
+        }
+    }
+
+    /// A fast shutdown followed by a start on the same port and data dir;
+    /// returns once the server accepts connections again (bounded: ≤ 10 s
+    /// to stop, ≤ 30 s to start). Clients see their sessions terminated
+    /// (57P01 or a closed socket), refused connects while it is down, and
+    /// possibly 57P03 ("starting up" / "shutting down") around it.
+    pub fn restart(&mut self) -> Result<(), String> {
+        self.stop_for(Duration::ZERO)
+    }
+
+    /// As [`restart`](PgServer::restart) with the server down for
+    /// `outage` (connects refused) between the stop and the start.
+    pub fn stop_for(&mut self, outage: Duration) -> Result<(), String> {
+        self.stop_fast();
+        thread::sleep(outage);
+        self.start_again()
     }
 }
 
@@ -361,20 +466,42 @@ impl Drop for PgServer {
     }
 }
 
-/// One readiness probe: sends a StartupMessage and reads the first reply.
-/// An authentication request ('R') or any error other than 57P03 ("the
-/// database system is starting up") means the server accepts connections.
-fn pg_probe(addr: SocketAddr) -> bool {
+/// The bytes of `path` from `offset` on (lossy UTF-8, at most 64 KiB).
+fn read_from(path: &Path, offset: u64) -> String {
+    use std::io::{Seek, SeekFrom};
+    let Ok(mut f) = fs::File::open(path) else {
+        return String::new();
+    };
+    if f.seek(SeekFrom::Start(offset)).is_err() {
+        return String::new();
+    }
+    let mut buf = Vec::new();
+    let _ = f.take(64 * 1024).read_to_end(&mut buf);
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+/// One readiness probe: sends a StartupMessage for `user`/`database` and
+/// reads the first reply. An authentication request ('R') or any error
+/// other than 57P03 ("the database system is starting up") means the server
+/// (or PgBouncer) accepts connections.
+pub(crate) fn pg_probe(addr: SocketAddr, user: &str, database: &str) -> bool {
     let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(500)) else {
         return false;
     };
     let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
     let _ = s.set_write_timeout(Some(Duration::from_secs(2)));
-    let params = b"user\0postgres\0database\0postgres\0\0";
+    let mut params = Vec::new();
+    for (k, v) in [("user", user), ("database", database)] {
+        params.extend_from_slice(k.as_bytes());
+        params.push(0);
+        params.extend_from_slice(v.as_bytes());
+        params.push(0);
+    }
+    params.push(0);
     let mut msg = Vec::with_capacity(8 + params.len());
     msg.extend_from_slice(&((8 + params.len()) as u32).to_be_bytes());
     msg.extend_from_slice(&196608u32.to_be_bytes()); // protocol 3.0
-    msg.extend_from_slice(params);
+    msg.extend_from_slice(&params);
     if s.write_all(&msg).is_err() {
         return false;
     }
@@ -393,5 +520,99 @@ fn pg_probe(addr: SocketAddr) -> bool {
             !body.windows(6).any(|w| w == b"C57P03")
         }
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ensure_installed;
+    use std::net::TcpStream;
+
+    fn connect_refused(port: u16) -> bool {
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        matches!(
+            TcpStream::connect_timeout(&addr, Duration::from_millis(500)),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused
+        )
+    }
+
+    #[test]
+    fn restart_keeps_port_and_data() {
+        ensure_installed().expect("ensure_installed");
+        let mut pg = PgServer::start(PgOptions::default()).expect("PgServer::start");
+        let port = pg.port();
+        let url = pg.url();
+        pg.psql(&[
+            "CREATE TABLE kept (v text)",
+            "INSERT INTO kept VALUES ('before')",
+        ])
+        .expect("psql");
+        let pid = pg.pid().expect("pid");
+        assert!(pg.is_running());
+
+        let t = Instant::now();
+        pg.restart().expect("restart");
+        eprintln!("restart took {:?}", t.elapsed());
+        assert!(pg.is_running());
+        assert_eq!(pg.port(), port);
+        assert_eq!(pg.url(), url);
+        assert_ne!(pg.pid(), Some(pid), "a new postmaster");
+        assert!(!pid_is_alive(pid), "old postmaster {pid} still running");
+        assert_eq!(
+            pg.psql(&["SELECT v FROM kept"]).expect("psql").trim(),
+            "before"
+        );
+        assert!(
+            pg.log_tail(200).contains("received fast shutdown request"),
+            "{}",
+            pg.log_tail(30)
+        );
+
+        // stop_for: refused while down, back on the same port afterwards.
+        let outage = Duration::from_millis(800);
+        let t = Instant::now();
+        let handle = thread::spawn(move || {
+            let r = pg.stop_for(outage);
+            (pg, r)
+        });
+        let mut refused_seen = false;
+        while !handle.is_finished() && t.elapsed() < Duration::from_secs(30) {
+            refused_seen |= connect_refused(port);
+            thread::sleep(Duration::from_millis(20));
+        }
+        let (mut pg, r) = handle.join().expect("stop_for thread");
+        r.expect("stop_for");
+        assert!(t.elapsed() >= outage, "{:?}", t.elapsed());
+        assert!(
+            refused_seen,
+            "connects were never refused during the outage"
+        );
+        assert!(!connect_refused(port));
+        assert_eq!(pg.port(), port);
+        assert_eq!(
+            pg.psql(&["SELECT count(*) FROM kept"])
+                .expect("psql")
+                .trim(),
+            "1"
+        );
+
+        // The building blocks: stopped is stopped, start_again is idempotent.
+        pg.stop_fast();
+        assert!(!pg.is_running());
+        assert_eq!(pg.pid(), None);
+        assert!(connect_refused(port));
+        pg.start_again().expect("start_again");
+        pg.start_again().expect("start_again when running");
+        assert!(pg.is_running());
+        let root = pg.root_dir().to_path_buf();
+        let pid = pg.pid().expect("pid");
+        drop(pg);
+        assert!(!root.exists(), "{} left behind", root.display());
+        assert!(!pid_is_alive(pid), "postmaster {pid} still running");
+    }
+
+    fn pid_is_alive(pid: u32) -> bool {
+        crate::util::pid_alive(pid as i32)
     }
 }
