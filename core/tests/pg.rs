@@ -520,3 +520,72 @@ fn black_hole_without_query_timeout_is_cut_by_tcp_user_timeout() {
         assert!(conn.is_broken());
     });
 }
+
+#[test]
+fn every_authentication_method() {
+    let server = dialpool_testkit::PgServer::start(dialpool_testkit::PgOptions {
+        tls: true,
+        hba: vec![
+            "host all dp_trust 127.0.0.1/32 trust".into(),
+            "host all dp_clear 127.0.0.1/32 password".into(),
+            "host all dp_md5 127.0.0.1/32 md5".into(),
+            "host all dp_scram 127.0.0.1/32 scram-sha-256".into(),
+            "hostssl all dp_plus 127.0.0.1/32 scram-sha-256".into(),
+            "hostnossl all dp_plus 127.0.0.1/32 reject".into(),
+        ],
+        ..Default::default()
+    })
+    .expect("server");
+    server
+        .psql(&[
+            "CREATE ROLE dp_trust LOGIN",
+            "CREATE ROLE dp_clear LOGIN PASSWORD 'clear-pw'",
+            "CREATE ROLE dp_scram LOGIN PASSWORD 'scram-pw'",
+            "CREATE ROLE dp_plus LOGIN PASSWORD 'plus-pw'",
+            // Last: the setting may outlive the statement in psql's session.
+            "SET password_encryption = 'md5'; CREATE ROLE dp_md5 LOGIN PASSWORD 'md5-pw'",
+        ])
+        .expect("roles");
+    let ca = server.ca_file().expect("ca");
+    let port = server.port();
+    let cases = [
+        ("dp_trust", "", "sslmode=disable"),
+        ("dp_clear", "clear-pw", "sslmode=disable"),
+        ("dp_md5", "md5-pw", "sslmode=disable"),
+        ("dp_scram", "scram-pw", "sslmode=disable"),
+        // Over TLS the server offers SCRAM-SHA-256-PLUS and dialpool binds
+        // the channel to the server's certificate.
+        ("dp_plus", "plus-pw", &format!("sslmode=verify-full&sslrootcert={}", ca.display())),
+    ];
+    rt().block_on(async {
+        for (user, pw, extra) in cases {
+            let host = if extra.contains("verify-full") { "localhost" } else { "127.0.0.1" };
+            let url = format!("postgres://{user}:{pw}@{host}:{port}/dialpool?{extra}");
+            let c = PgConnector::new(Arc::new(Config::parse(&url).expect("url"))).expect("connector");
+            let mut conn = c.connect(None).await.unwrap_or_else(|e| panic!("{user}: {e}"));
+            let r = conn.query("SELECT current_user", &[], None, None).await.expect("whoami");
+            assert_eq!(r.get(0, 0), Some(user));
+            let want = match user {
+                "dp_trust" => "trust",
+                "dp_clear" => "password",
+                "dp_md5" => "md5",
+                "dp_scram" => "SCRAM-SHA-256",
+                _ => "SCRAM-SHA-256-PLUS",
+            };
+            assert_eq!(conn.auth_method(), want, "{user}");
+            if !pw.is_empty() {
+                let bad = format!("postgres://{user}:not-{pw}@{host}:{port}/dialpool?{extra}");
+                let c = PgConnector::new(Arc::new(Config::parse(&bad).expect("url"))).expect("connector");
+                let e = c.connect(None).await.map(|_| ()).expect_err("wrong password");
+                assert_eq!(e.code(), Code::AuthFailed, "{user}: {e}");
+                assert!(!e.to_string().contains(pw), "{e}");
+            }
+        }
+        // The password-less URL against a password method says what to do.
+        let url = format!("postgres://dp_scram@127.0.0.1:{port}/dialpool?sslmode=disable");
+        let c = PgConnector::new(Arc::new(Config::parse(&url).expect("url"))).expect("connector");
+        let e = c.connect(None).await.map(|_| ()).expect_err("no password");
+        assert_eq!(e.code(), Code::AuthFailed, "{e}");
+        assert!(e.to_string().contains("none was given"), "{e}");
+    });
+}

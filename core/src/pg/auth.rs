@@ -37,11 +37,13 @@ pub(super) async fn authenticate(
             Message::AuthenticationOk => return Ok(()),
             Message::AuthenticationCleartextPassword => {
                 let pw = need_password(conn, password)?;
+                conn.auth_method = "password";
                 frontend::password_message(pw.as_bytes(), &mut conn.wire.wbuf).map_err(encode)?;
                 conn.wire.flush().await?;
             }
             Message::AuthenticationMd5Password(body) => {
                 let pw = need_password(conn, password)?;
+                conn.auth_method = "md5";
                 let hash =
                     postgres_protocol::authentication::md5_hash(user.as_bytes(), pw.as_bytes(), body.salt());
                 frontend::password_message(hash.as_bytes(), &mut conn.wire.wbuf).map_err(encode)?;
@@ -78,6 +80,7 @@ pub(super) async fn authenticate(
                         ))
                     }
                 };
+                conn.auth_method = mechanism;
                 let mut scram = ScramSha256::new(pw.as_bytes(), binding);
                 frontend::sasl_initial_response(mechanism, scram.message(), &mut conn.wire.wbuf)
                     .map_err(encode)?;

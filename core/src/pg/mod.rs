@@ -196,6 +196,7 @@ impl PgConnector {
             dialer: self.dialer.clone(),
             timings: PhaseTimings::default(),
             user: user.clone(),
+            auth_method: "trust",
         };
         auth::authenticate(&mut conn, &user, cfg.password.as_ref().map(|p| p.expose())).await?;
         // After AuthenticationOk: parameters, the backend key, ReadyForQuery.
@@ -230,6 +231,7 @@ pub struct PgConnection {
     dialer: Dialer,
     timings: PhaseTimings,
     user: String,
+    auth_method: &'static str,
 }
 
 impl PgConnection {
@@ -261,6 +263,12 @@ impl PgConnection {
 
     pub fn user(&self) -> &str {
         &self.user
+    }
+
+    /// How the server authenticated us: `trust`, `password`, `md5`,
+    /// `SCRAM-SHA-256` or `SCRAM-SHA-256-PLUS` (channel-bound to TLS).
+    pub fn auth_method(&self) -> &'static str {
+        self.auth_method
     }
 
     /// Whether the session is at a message boundary and may take a statement.

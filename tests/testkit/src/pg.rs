@@ -34,6 +34,10 @@ pub struct PgOptions {
     /// they win, e.g. `("idle_session_timeout", "1s")`. Values are written
     /// quoted, so give them as you would inside quotes.
     pub settings: Vec<(String, String)>,
+    /// Lines put at the top of `pg_hba.conf` (first match wins), e.g.
+    /// `host all dp_md5 127.0.0.1/32 md5` to test one authentication method
+    /// per user.
+    pub hba: Vec<String>,
 }
 
 /// A throwaway PostgreSQL server: fresh `initdb` in a temp dir, listening on
@@ -130,6 +134,18 @@ impl PgServer {
                 ]),
             "initdb",
         )?;
+
+        if !opts.hba.is_empty() {
+            let path = self.data.join("pg_hba.conf");
+            let old = fs::read_to_string(&path).map_err(|e| format!("read {}: {e}", path.display()))?;
+            let mut new = String::from("# dialpool testkit: per-test entries first\n");
+            for line in &opts.hba {
+                new.push_str(line);
+                new.push('\n');
+            }
+            new.push_str(&old);
+            write_file(&path, new.as_bytes(), 0o600, owner)?;
+        }
 
         let v6 = ipv6_loopback_available();
         let mut conf = String::from("\n# dialpool testkit\n");
