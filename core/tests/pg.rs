@@ -555,15 +555,30 @@ fn every_authentication_method() {
         ("dp_scram", "scram-pw", "sslmode=disable"),
         // Over TLS the server offers SCRAM-SHA-256-PLUS and dialpool binds
         // the channel to the server's certificate.
-        ("dp_plus", "plus-pw", &format!("sslmode=verify-full&sslrootcert={}", ca.display())),
+        (
+            "dp_plus",
+            "plus-pw",
+            &format!("sslmode=verify-full&sslrootcert={}", ca.display()),
+        ),
     ];
     rt().block_on(async {
         for (user, pw, extra) in cases {
-            let host = if extra.contains("verify-full") { "localhost" } else { "127.0.0.1" };
+            let host = if extra.contains("verify-full") {
+                "localhost"
+            } else {
+                "127.0.0.1"
+            };
             let url = format!("postgres://{user}:{pw}@{host}:{port}/dialpool?{extra}");
-            let c = PgConnector::new(Arc::new(Config::parse(&url).expect("url"))).expect("connector");
-            let mut conn = c.connect(None).await.unwrap_or_else(|e| panic!("{user}: {e}"));
-            let r = conn.query("SELECT current_user", &[], None, None).await.expect("whoami");
+            let c =
+                PgConnector::new(Arc::new(Config::parse(&url).expect("url"))).expect("connector");
+            let mut conn = c
+                .connect(None)
+                .await
+                .unwrap_or_else(|e| panic!("{user}: {e}"));
+            let r = conn
+                .query("SELECT current_user", &[], None, None)
+                .await
+                .expect("whoami");
             assert_eq!(r.get(0, 0), Some(user));
             let want = match user {
                 "dp_trust" => "trust",
@@ -575,8 +590,13 @@ fn every_authentication_method() {
             assert_eq!(conn.auth_method(), want, "{user}");
             if !pw.is_empty() {
                 let bad = format!("postgres://{user}:not-{pw}@{host}:{port}/dialpool?{extra}");
-                let c = PgConnector::new(Arc::new(Config::parse(&bad).expect("url"))).expect("connector");
-                let e = c.connect(None).await.map(|_| ()).expect_err("wrong password");
+                let c = PgConnector::new(Arc::new(Config::parse(&bad).expect("url")))
+                    .expect("connector");
+                let e = c
+                    .connect(None)
+                    .await
+                    .map(|_| ())
+                    .expect_err("wrong password");
                 assert_eq!(e.code(), Code::AuthFailed, "{user}: {e}");
                 assert!(!e.to_string().contains(pw), "{e}");
             }

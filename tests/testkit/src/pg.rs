@@ -137,7 +137,8 @@ impl PgServer {
 
         if !opts.hba.is_empty() {
             let path = self.data.join("pg_hba.conf");
-            let old = fs::read_to_string(&path).map_err(|e| format!("read {}: {e}", path.display()))?;
+            let old =
+                fs::read_to_string(&path).map_err(|e| format!("read {}: {e}", path.display()))?;
             let mut new = String::from("# dialpool testkit: per-test entries first\n");
             for line in &opts.hba {
                 new.push_str(line);
