@@ -9,12 +9,27 @@ use dialpool::{Config, Deadline, Dialer, Error};
 use dialpool_testkit::fault;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-const USAGE: &str = "usage: dialpool demo | dialpool version";
+mod doctor;
+
+const USAGE: &str = "usage:
+  dialpool demo                  throwaway servers, real faults, what each layer reports
+  dialpool doctor URL [--json]   connect step by step, compare client and server limits
+  dialpool version";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("demo") => demo(),
+        Some("doctor") => {
+            let json = args.iter().any(|a| a == "--json");
+            match args.iter().skip(1).find(|a| !a.starts_with("--")) {
+                Some(url) => ExitCode::from(doctor::run(url, json)),
+                None => {
+                    eprintln!("{USAGE}");
+                    ExitCode::from(2)
+                }
+            }
+        }
         Some("version") | Some("--version") => {
             println!("dialpool {}", dialpool::VERSION);
             ExitCode::SUCCESS
