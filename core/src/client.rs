@@ -9,6 +9,7 @@ use crate::config::{Config, DbKind};
 use crate::deadline::{CancelToken, Deadline};
 use crate::dial::PhaseTimings;
 use crate::error::{Error, Result};
+use crate::mysql::{MysqlConnection, MysqlConnector};
 use crate::pg::{PgConnection, PgConnector};
 use crate::pool::{self, EventHandler, Liveness, ReleaseState, Stats};
 use crate::rows::QueryResult;
@@ -53,6 +54,7 @@ impl From<Option<Deadline>> for Ctx {
 /// One session of either database.
 pub enum Session {
     Postgres(PgConnection),
+    Mysql(MysqlConnection),
 }
 
 impl Session {
@@ -65,9 +67,10 @@ impl Session {
                     .connect(ctx.deadline)
                     .await
                     .map(Session::Postgres),
-                DbKind::Mysql => Err(Error::invalid_argument(
-                    "mysql:// and mariadb:// sessions are not available yet in this build",
-                )),
+                DbKind::Mysql => MysqlConnector::new(config.clone())?
+                    .connect(ctx.deadline)
+                    .await
+                    .map(Session::Mysql),
                 DbKind::Tcp => Err(Error::invalid_argument(
                     "tcp:// URLs are for plain dials, not database sessions; use postgres:// or mysql://",
                 )),
@@ -97,6 +100,7 @@ impl Session {
     pub async fn reset(&mut self) -> Result<()> {
         match self {
             Session::Postgres(c) => c.reset().await,
+            Session::Mysql(c) => c.reset().await,
         }
     }
 
@@ -104,6 +108,7 @@ impl Session {
     pub async fn close(self) {
         match self {
             Session::Postgres(c) => c.close().await,
+            Session::Mysql(c) => c.close().await,
         }
     }
 
@@ -118,12 +123,17 @@ impl Session {
                 c.query(sql, params, ctx.deadline, ctx.cancel.as_ref())
                     .await
             }
+            Session::Mysql(c) => {
+                c.query(sql, params, ctx.deadline, ctx.cancel.as_ref())
+                    .await
+            }
         }
     }
 
     fn probe(&self) -> Liveness {
         match self {
             Session::Postgres(c) => c.probe(),
+            Session::Mysql(c) => c.probe(),
         }
     }
 
@@ -132,12 +142,16 @@ impl Session {
             Session::Postgres(c) if c.is_clean() => ReleaseState::Clean,
             Session::Postgres(c) if c.is_ready() => ReleaseState::NeedsReset,
             Session::Postgres(_) => ReleaseState::Broken,
+            Session::Mysql(c) if c.is_clean() => ReleaseState::Clean,
+            Session::Mysql(c) if c.is_ready() => ReleaseState::NeedsReset,
+            Session::Mysql(_) => ReleaseState::Broken,
         }
     }
 
     pub fn timings(&self) -> PhaseTimings {
         match self {
             Session::Postgres(c) => c.timings(),
+            Session::Mysql(c) => c.timings(),
         }
     }
 
@@ -145,6 +159,15 @@ impl Session {
     pub fn as_postgres(&mut self) -> Option<&mut PgConnection> {
         match self {
             Session::Postgres(c) => Some(c),
+            Session::Mysql(_) => None,
+        }
+    }
+
+    /// The MySQL/MariaDB session, if that is what this is.
+    pub fn as_mysql(&mut self) -> Option<&mut MysqlConnection> {
+        match self {
+            Session::Mysql(c) => Some(c),
+            Session::Postgres(_) => None,
         }
     }
 }
@@ -156,17 +179,14 @@ pub struct DbManager {
 
 enum Connector {
     Postgres(PgConnector),
+    Mysql(MysqlConnector),
 }
 
 impl DbManager {
     pub fn new(config: Arc<Config>) -> Result<DbManager> {
         let connector = match config.kind {
             DbKind::Postgres => Connector::Postgres(PgConnector::new(config)?),
-            DbKind::Mysql => {
-                return Err(Error::invalid_argument(
-                    "mysql:// and mariadb:// pools are not available yet in this build",
-                ))
-            }
+            DbKind::Mysql => Connector::Mysql(MysqlConnector::new(config)?),
             DbKind::Tcp => {
                 return Err(Error::invalid_argument(
                     "tcp:// URLs are for plain dials (dp_dial, DialContext), not pools; use postgres:// or mysql://",
@@ -183,6 +203,7 @@ impl pool::Manager for DbManager {
     async fn connect(&self) -> Result<Session> {
         match &self.connector {
             Connector::Postgres(c) => c.connect(None).await.map(Session::Postgres),
+            Connector::Mysql(c) => c.connect(None).await.map(Session::Mysql),
         }
     }
 
@@ -193,6 +214,7 @@ impl pool::Manager for DbManager {
     async fn ping(&self, conn: &mut Session, deadline: Option<Deadline>) -> Result<()> {
         match conn {
             Session::Postgres(c) => c.ping(deadline).await,
+            Session::Mysql(c) => c.ping(deadline).await,
         }
     }
 
@@ -201,20 +223,17 @@ impl pool::Manager for DbManager {
     }
 
     async fn reset(&self, conn: &mut Session) -> Result<()> {
-        match conn {
-            Session::Postgres(c) => c.reset().await,
-        }
+        conn.reset().await
     }
 
     async fn close(&self, conn: Session) {
-        match conn {
-            Session::Postgres(c) => c.close().await,
-        }
+        conn.close().await
     }
 
     async fn server_idle_limit(&self, conn: &mut Session) -> Option<Duration> {
         match conn {
             Session::Postgres(c) => c.server_idle_limit().await,
+            Session::Mysql(c) => c.server_idle_limit().await,
         }
     }
 

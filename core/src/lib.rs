@@ -10,6 +10,7 @@ pub mod config;
 pub mod deadline;
 pub mod dial;
 pub mod error;
+pub mod mysql;
 pub mod pg;
 pub mod pool;
 pub mod rows;
