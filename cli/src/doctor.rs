@@ -9,8 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dialpool::config::{fmt_duration, DbKind, SslMode};
-use dialpool::pg::PgConnector;
-use dialpool::{Config, Error};
+use dialpool::{Config, Error, Session};
 
 /// One phase of the connection.
 struct Phase {
@@ -93,31 +92,18 @@ async fn examine(config: Config) -> Report {
         failure: None,
     };
     client_findings(&config, &mut report.findings);
-    match config.kind {
-        DbKind::Postgres => examine_postgres(config, &mut report).await,
-        DbKind::Mysql | DbKind::Tcp => {
-            report.failure = Some(Error::invalid_argument(
-                "the doctor examines postgres:// URLs in this build",
-            ));
-        }
+    if config.kind == DbKind::Tcp {
+        report.failure = Some(Error::invalid_argument(
+            "the doctor examines database URLs (postgres://, mysql://); tcp:// has no server to ask",
+        ));
+        return report;
     }
-    report
-}
-
-async fn examine_postgres(config: Arc<Config>, report: &mut Report) {
-    let connector = match PgConnector::new(config.clone()) {
-        Ok(c) => c,
-        Err(e) => {
-            report.failure = Some(e);
-            return;
-        }
-    };
     let start = Instant::now();
-    let conn = connector.connect(None).await;
+    let session = Session::connect(config.clone(), &dialpool::Ctx::none()).await;
     let total = start.elapsed();
     let dial = &config.dial;
-    let timings = match &conn {
-        Ok(c) => c.timings(),
+    let timings = match &session {
+        Ok(s) => s.timings(),
         Err(e) => e.phases().copied().unwrap_or_default(),
     };
     let first = &config.hosts[0];
@@ -135,8 +121,8 @@ async fn examine_postgres(config: Arc<Config>, report: &mut Report) {
         name: "tcp",
         took: timings.connect,
         limit: limit("connect_timeout", dial.connect_timeout),
-        detail: match &conn {
-            Ok(c) => c.peer().to_string(),
+        detail: match &session {
+            Ok(s) => s.peer().to_string(),
             Err(_) => first.to_string(),
         },
     });
@@ -144,30 +130,33 @@ async fn examine_postgres(config: Arc<Config>, report: &mut Report) {
         name: "tls",
         took: timings.tls,
         limit: limit("tls_timeout", dial.tls_timeout),
-        detail: match &conn {
-            Ok(c) if c.is_tls() => format!("sslmode={}", dial.tls.sslmode.name()),
-            Ok(_) => "not used".into(),
-            Err(_) => format!("sslmode={}", dial.tls.sslmode.name()),
+        detail: match &session {
+            Ok(s) if !s.is_tls() => "not used".into(),
+            _ => format!("sslmode={}", dial.tls.sslmode.name()),
         },
     });
-    let mut conn = match conn {
-        Ok(c) => c,
+    let mut session = match session {
+        Ok(s) => s,
         Err(e) => {
             report.failure = Some(e);
-            return;
+            return report;
         }
     };
     let dialed = timings.dns.unwrap_or_default()
         + timings.connect.unwrap_or_default()
         + timings.tls.unwrap_or_default();
+    let how = match session.as_postgres() {
+        Some(pg) => format!("{} as {}", pg.auth_method(), pg.user()),
+        None => format!("as {}", session.user()),
+    };
     report.phases.push(Phase {
         name: "login",
         took: Some(total.saturating_sub(dialed)),
         limit: limit("login_timeout", config.login_timeout),
-        detail: format!("{} as {}", conn.auth_method(), conn.user()),
+        detail: how,
     });
     let q = Instant::now();
-    match conn.query("SELECT 1", &[], None, None).await {
+    match session.query("SELECT 1", &[], &dialpool::Ctx::none()).await {
         Ok(_) => report.phases.push(Phase {
             name: "query",
             took: Some(q.elapsed()),
@@ -176,63 +165,109 @@ async fn examine_postgres(config: Arc<Config>, report: &mut Report) {
         }),
         Err(e) => {
             report.failure = Some(e);
-            return;
+            return report;
         }
     }
-    report.server_version = conn.parameter("server_version").unwrap_or("?").to_string();
-    let names = [
-        "idle_session_timeout",
-        "idle_in_transaction_session_timeout",
-        "statement_timeout",
-        "tcp_keepalives_idle",
-        "tcp_keepalives_interval",
-        "tcp_keepalives_count",
-        "tcp_user_timeout",
-        "max_connections",
-        "ssl",
-    ];
-    for name in names {
-        let r = conn
-            .query(
-                "SELECT setting, unit FROM pg_settings WHERE name = $1",
-                &[Some(name)],
-                None,
-                None,
-            )
-            .await;
-        let Ok(r) = r else { continue };
-        if r.row_count() == 0 {
-            continue;
+    report.server_version = session.server_version();
+    read_server_limits(&mut session, config.kind, &mut report.server).await;
+    server_findings(&config, session.is_tls(), config.kind, &mut report);
+    session.close().await;
+    report
+}
+
+/// The server's own limits, each with its value as a duration when it is one.
+async fn read_server_limits(session: &mut Session, kind: DbKind, out: &mut Vec<Setting>) {
+    let ctx = dialpool::Ctx::timeout(Duration::from_secs(5));
+    if kind == DbKind::Postgres {
+        let names = [
+            "idle_session_timeout",
+            "idle_in_transaction_session_timeout",
+            "statement_timeout",
+            "tcp_keepalives_idle",
+            "tcp_keepalives_interval",
+            "tcp_keepalives_count",
+            "tcp_user_timeout",
+            "max_connections",
+            "ssl",
+        ];
+        for name in names {
+            let Ok(r) = session
+                .query(
+                    "SELECT setting, unit FROM pg_settings WHERE name = $1",
+                    &[Some(name)],
+                    &ctx,
+                )
+                .await
+            else {
+                continue;
+            };
+            if r.row_count() == 0 {
+                continue;
+            }
+            let setting = r.get(0, 0).unwrap_or("").to_string();
+            let duration =
+                setting
+                    .parse::<u64>()
+                    .ok()
+                    .and_then(|n| match r.get(0, 1).unwrap_or("") {
+                        "ms" => Some(Duration::from_millis(n)),
+                        "s" => Some(Duration::from_secs(n)),
+                        "min" => Some(Duration::from_secs(n * 60)),
+                        _ => None,
+                    });
+            out.push(setting_of(name, setting, duration));
         }
-        let setting = r.get(0, 0).unwrap_or("").to_string();
-        let unit = r.get(0, 1).unwrap_or("");
-        let duration = setting.parse::<u64>().ok().and_then(|n| match unit {
-            "ms" => Some(Duration::from_millis(n)),
-            "s" => Some(Duration::from_secs(n)),
-            "min" => Some(Duration::from_secs(n * 60)),
-            _ => None,
-        });
-        let shown = match duration {
-            Some(d) if d.is_zero() => "0 (off)".to_string(),
-            Some(d) => fmt_duration(d),
-            None => setting,
-        };
-        report.server.push(Setting {
-            name,
-            shown,
-            duration,
-        });
+    } else {
+        // MySQL keeps these in seconds, max_execution_time in milliseconds;
+        // MariaDB's statement limit is max_statement_time, in seconds.
+        let names: [(&'static str, Option<f64>); 8] = [
+            ("wait_timeout", Some(1.0)),
+            ("interactive_timeout", Some(1.0)),
+            ("net_read_timeout", Some(1.0)),
+            ("net_write_timeout", Some(1.0)),
+            ("max_execution_time", Some(0.001)),
+            ("max_statement_time", Some(1.0)),
+            ("max_connections", None),
+            ("have_ssl", None),
+        ];
+        for (name, unit) in names {
+            let Ok(r) = session
+                .query(
+                    "SHOW SESSION VARIABLES WHERE Variable_name = ?",
+                    &[Some(name)],
+                    &ctx,
+                )
+                .await
+            else {
+                continue;
+            };
+            if r.row_count() == 0 {
+                continue;
+            }
+            let setting = r.get(0, 1).unwrap_or("").to_string();
+            let duration = unit.and_then(|scale| {
+                setting
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|v| v.is_finite() && *v >= 0.0)
+                    .map(|v| Duration::from_secs_f64(v * scale))
+            });
+            out.push(setting_of(name, setting, duration));
+        }
     }
-    server_findings(&config, &conn_facts(&conn), report);
-    conn.close().await;
 }
 
-struct ConnFacts {
-    tls: bool,
-}
-
-fn conn_facts(conn: &dialpool::pg::PgConnection) -> ConnFacts {
-    ConnFacts { tls: conn.is_tls() }
+fn setting_of(name: &'static str, setting: String, duration: Option<Duration>) -> Setting {
+    let shown = match duration {
+        Some(d) if d.is_zero() => "0 (off)".to_string(),
+        Some(d) => fmt_duration(d),
+        None => setting,
+    };
+    Setting {
+        name,
+        shown,
+        duration,
+    }
 }
 
 fn client_settings(c: &Config) -> Vec<(&'static str, String)> {
@@ -289,7 +324,7 @@ fn client_findings(c: &Config, out: &mut Vec<Finding>) {
     }
 }
 
-fn server_findings(c: &Config, facts: &ConnFacts, report: &mut Report) {
+fn server_findings(c: &Config, tls: bool, kind: DbKind, report: &mut Report) {
     let get = |name: &str| {
         report
             .server
@@ -299,13 +334,18 @@ fn server_findings(c: &Config, facts: &ConnFacts, report: &mut Report) {
             .filter(|d| !d.is_zero())
     };
     let mut add = Vec::new();
-    if let Some(cut) = get("idle_session_timeout") {
+    let idle_cut_name = if kind == DbKind::Postgres {
+        "idle_session_timeout"
+    } else {
+        "wait_timeout"
+    };
+    if let Some(cut) = get(idle_cut_name) {
         let value = c.pool.max_idle_time;
         if value.is_none_or(|v| v >= cut) {
             add.push(Finding {
                 severity: "warning",
                 message: format!(
-                    "max_idle_time={} is not below the server's idle_session_timeout={}: the server closes idle sessions first (the pool lowers it to {} on its own and reports it; set it below the cut to make it explicit)",
+                    "max_idle_time={} is not below the server's {idle_cut_name}={}: the server closes idle sessions first (the pool lowers it to {} on its own and reports it; set it below the cut to make it explicit)",
                     value.map_or("off".into(), fmt_duration),
                     fmt_duration(cut),
                     fmt_duration(cut - (cut / 10).min(Duration::from_secs(5)))
@@ -322,13 +362,18 @@ fn server_findings(c: &Config, facts: &ConnFacts, report: &mut Report) {
             ),
         });
     }
-    if get("statement_timeout").is_none() && c.query.query_timeout.is_none() {
+    let server_statement_limit = get("statement_timeout")
+        .or_else(|| get("max_execution_time"))
+        .or_else(|| get("max_statement_time"));
+    if server_statement_limit.is_none() && c.query.query_timeout.is_none() {
         add.push(Finding {
             severity: "info",
-            message: "neither the server's statement_timeout nor query_timeout limits statements: only callers' deadlines do".into(),
+            message:
+                "neither the server nor query_timeout limits statements: only callers' deadlines do"
+                    .into(),
         });
     }
-    if !facts.tls {
+    if !tls {
         add.push(Finding {
             severity: "warning",
             message: format!(
@@ -406,7 +451,7 @@ impl Report {
             return;
         }
         println!();
-        println!("server: PostgreSQL {}", self.server_version);
+        println!("server: {}", self.server_version);
         for s in &self.server {
             println!("  {:<38} {}", s.name, s.shown);
         }

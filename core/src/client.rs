@@ -155,6 +155,45 @@ impl Session {
         }
     }
 
+    /// The address that answered, `ip:port`.
+    pub fn peer(&self) -> &str {
+        match self {
+            Session::Postgres(c) => c.peer(),
+            Session::Mysql(c) => c.peer(),
+        }
+    }
+
+    pub fn is_tls(&self) -> bool {
+        match self {
+            Session::Postgres(c) => c.is_tls(),
+            Session::Mysql(c) => c.is_tls(),
+        }
+    }
+
+    /// The user the session logged in as.
+    pub fn user(&self) -> &str {
+        match self {
+            Session::Postgres(c) => c.user(),
+            Session::Mysql(c) => c.user(),
+        }
+    }
+
+    /// The server's product and version, e.g. `PostgreSQL 15.18` or
+    /// `MariaDB 10.11.19-MariaDB`.
+    pub fn server_version(&self) -> String {
+        match self {
+            Session::Postgres(c) => format!("PostgreSQL {}", c.parameter("server_version").unwrap_or("?")),
+            Session::Mysql(c) => {
+                let v = c.server_version();
+                if v.contains("MariaDB") {
+                    format!("MariaDB {v}")
+                } else {
+                    format!("MySQL {v}")
+                }
+            }
+        }
+    }
+
     /// The PostgreSQL session, if that is what this is.
     pub fn as_postgres(&mut self) -> Option<&mut PgConnection> {
         match self {
