@@ -696,7 +696,7 @@ impl PgConnection {
         match (sent, drained) {
             (_, Ok(Ok(saw_cancel))) => {
                 let cause = if saw_cancel {
-                    "cancelled on the server (SQLSTATE 57014); the connection is reusable"
+                    "cancelled on the server; the connection is reusable"
                         .to_string()
                 } else {
                     "the statement finished as the cancel arrived; its result was discarded"
