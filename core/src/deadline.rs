@@ -109,12 +109,103 @@ pub struct Fired(pub Deadline);
 
 /// Runs `fut` until it finishes or `deadline` passes, whichever is first.
 /// With no deadline the future runs to completion.
+///
+/// tokio's timer wheel counts whole milliseconds and rounds a deadline up,
+/// so on its own it fires 1–2 ms late. Every limit must fire within a few
+/// milliseconds of its instant, so the wait is split: tokio's timer until
+/// [`PRECISE_MARGIN`] before the deadline (free for the many futures that
+/// finish long before), then a kernel timer (timerfd) registered with the
+/// runtime's reactor for the rest. Without a timerfd it falls back to
+/// tokio's timer alone.
 pub async fn run<F: Future>(deadline: Option<Deadline>, fut: F) -> Result<F::Output, Fired> {
-    match deadline {
-        None => Ok(fut.await),
-        Some(d) => tokio::time::timeout_at(tokio::time::Instant::from_std(d.at), fut)
+    let Some(d) = deadline else {
+        return Ok(fut.await);
+    };
+    let mut fut = std::pin::pin!(fut);
+    if let Some(early) = d.at.checked_sub(PRECISE_MARGIN) {
+        tokio::select! {
+            biased;
+            out = &mut fut => return Ok(out),
+            _ = tokio::time::sleep_until(early.into()) => {}
+        }
+    }
+    match precise::Timer::at(d.at) {
+        Ok(timer) => tokio::select! {
+            biased;
+            out = &mut fut => Ok(out),
+            _ = timer.expired() => Err(Fired(d)),
+        },
+        Err(_) => tokio::time::timeout_at(d.at.into(), fut)
             .await
             .map_err(|_| Fired(d)),
+    }
+}
+
+/// How long before a deadline [`run`] hands over from tokio's timer to the
+/// kernel's: more than tokio's worst lateness, so the handover is on time.
+pub const PRECISE_MARGIN: Duration = Duration::from_millis(3);
+
+/// A one-shot kernel timer the runtime's reactor waits on.
+mod precise {
+    use std::io;
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::time::{Duration, Instant};
+
+    use tokio::io::unix::AsyncFd;
+    use tokio::io::Interest;
+
+    pub struct Timer {
+        fd: AsyncFd<OwnedFd>,
+    }
+
+    impl Timer {
+        /// Arms a CLOCK_MONOTONIC timerfd (the clock `Instant` uses on
+        /// Linux) to fire at `at`.
+        pub fn at(at: Instant) -> io::Result<Timer> {
+            // SAFETY: a plain syscall; the result is checked.
+            let raw = unsafe {
+                libc::timerfd_create(
+                    libc::CLOCK_MONOTONIC,
+                    libc::TFD_NONBLOCK | libc::TFD_CLOEXEC,
+                )
+            };
+            if raw < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // SAFETY: a fresh fd that nothing else owns.
+            let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+            // A zero value would disarm the timer; a nanosecond fires at once.
+            let after = at
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_nanos(1));
+            let spec = libc::itimerspec {
+                it_interval: libc::timespec {
+                    tv_sec: 0,
+                    tv_nsec: 0,
+                },
+                it_value: libc::timespec {
+                    tv_sec: after.as_secs() as libc::time_t,
+                    tv_nsec: after.subsec_nanos() as libc::c_long,
+                },
+            };
+            // SAFETY: a valid timerfd and itimerspec; no old value wanted.
+            let rc =
+                unsafe { libc::timerfd_settime(fd.as_raw_fd(), 0, &spec, std::ptr::null_mut()) };
+            if rc < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(Timer {
+                // SAFETY: the timerfd is owned by the AsyncFd from here on;
+                // nothing else closes or replaces it.
+                fd: unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE)? },
+            })
+        }
+
+        /// Resolves once the timer has fired (or the reactor failed, which
+        /// ends the wait rather than hanging it).
+        pub async fn expired(&self) {
+            let _ = self.fd.readable().await;
+        }
     }
 }
 

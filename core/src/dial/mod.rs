@@ -323,7 +323,7 @@ pub fn configure(socket: &Socket, opts: &DialOptions) -> std::io::Result<()> {
     socket.set_tcp_nodelay(true)?;
     match opts.keepalive.idle {
         Some(idle) => {
-            socket.set_keepalive(true)?;
+            // set_tcp_keepalive turns SO_KEEPALIVE on as well.
             let params = TcpKeepalive::new()
                 .with_time(idle)
                 .with_interval(opts.keepalive.interval)
