@@ -488,6 +488,54 @@ static void test_threads(void) {
     dp_pool_close(pool);
 }
 
+static void test_mariadb(void) {
+    const char *base = getenv("DIALPOOL_TEST_MARIADB_URL");
+    if (base == NULL) {
+        CHECK(0, "DIALPOOL_TEST_MARIADB_URL is not set");
+        return;
+    }
+    char url[1024];
+    snprintf(url, sizeof url, "%s?sslmode=disable&query_timeout=500ms", base);
+    dp_error *err = NULL;
+    dp_pool *pool = NULL;
+    if (dp_pool_open(url, &pool, &err) != DP_OK) {
+        CHECK(0, "open: %s", msg(err));
+        dp_error_free(err);
+        return;
+    }
+    const char *params[] = {"41", NULL};
+    dp_result *r = NULL;
+    dp_code code = dp_pool_query(pool, NULL, "SELECT ? + 1 AS answer, ? AS nothing, 'żółw' AS turtle", 2, params, &r, &err);
+    CHECK(code == DP_OK, "mariadb query: %s", msg(err));
+    if (code == DP_OK) {
+        CHECK(strcmp(dp_result_column_name(r, 0), "answer") == 0, "name");
+        CHECK(strcmp(dp_result_value(r, 0, 0), "42") == 0, "%s", dp_result_value(r, 0, 0));
+        CHECK(dp_result_value(r, 0, 1) == NULL, "NULL");
+        CHECK(strcmp(dp_result_value(r, 0, 2), "żółw") == 0, "utf-8");
+        dp_result_free(r);
+    } else {
+        dp_error_free(err);
+        err = NULL;
+    }
+    code = dp_pool_query(pool, NULL, "SELECT SLEEP(3)", 0, NULL, &r, &err);
+    CHECK(code == DP_QUERY_TIMEOUT, "mariadb slow query: %s", dp_code_name(code));
+    CHECK(dp_error_sqlstate(err) && strcmp(dp_error_sqlstate(err), "70100") == 0, "killed: %s", msg(err));
+    CHECK(dp_error_limit(err) && strcmp(dp_error_limit(err), "query_timeout") == 0, "limit");
+    dp_error_free(err);
+    err = NULL;
+    code = dp_pool_query(pool, NULL, "SELECT * FROM no_such_table", 0, NULL, &r, &err);
+    CHECK(code == DP_SERVER_ERROR && dp_error_sqlstate(err) && strcmp(dp_error_sqlstate(err), "42S02") == 0,
+          "%s: %s", dp_code_name(code), msg(err));
+    dp_error_free(err);
+    dp_pool_close(pool);
+
+    const char *at = strrchr(base, '@');
+    int port = 0;
+    if (at) sscanf(at + 1, "127.0.0.1:%d", &port);
+    snprintf(url, sizeof url, "mysql://dialpool:wrong-pw@127.0.0.1:%d/dialpool?sslmode=disable", port);
+    expect_error(url, DP_AUTH_FAILED, DP_LAYER_LOGIN, NULL, 0, 0);
+}
+
 int main(void) {
     if (getenv("DIALPOOL_TEST_PG_URL") == NULL) {
         fprintf(stderr, "DIALPOOL_TEST_PG_URL is not set (run under dialpool-testkit run)\n");
@@ -503,6 +551,7 @@ int main(void) {
     test_error_codes_from_c();
     test_cancel_a_pending_acquire_and_exhaustion();
     test_threads();
+    test_mariadb();
     printf("c-ffi: %d passed, %d failed\n", passed, failed);
     return failed ? 1 : 0;
 }
