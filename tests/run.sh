@@ -89,9 +89,14 @@ echo "cargo prints: $printed"
 [ "$printed" = "$documented" ] || { echo "examples/c/native-libs.mk says '$documented'" >&2; exit 1; }
 grep -qF -- "$printed" README.md || { echo "README.md does not quote '$printed'" >&2; exit 1; }
 
-step "C: tests, example, C++ include, make install + pkg-config"
+step "C: tests, example, benchmark, C++ include, make install + pkg-config"
 make -s -C tests/c
 make -s -C examples/c
+# The C benchmark compares against libpq; CI builds it but does not run it.
+if [ ! -f /usr/include/postgresql/libpq-fe.h ]; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libpq-dev >/dev/null
+fi
+make -s -C bench/c
 stage=$(mktemp -d)
 make -s install DESTDIR="$stage" PREFIX=/usr/local >/dev/null
 PKG_CONFIG_SYSROOT_DIR="$stage" PKG_CONFIG_PATH="$stage/usr/local/lib/pkgconfig" \
