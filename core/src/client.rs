@@ -182,7 +182,10 @@ impl Session {
     /// `MariaDB 10.11.19-MariaDB`.
     pub fn server_version(&self) -> String {
         match self {
-            Session::Postgres(c) => format!("PostgreSQL {}", c.parameter("server_version").unwrap_or("?")),
+            Session::Postgres(c) => format!(
+                "PostgreSQL {}",
+                c.parameter("server_version").unwrap_or("?")
+            ),
             Session::Mysql(c) => {
                 let v = c.server_version();
                 if v.contains("MariaDB") {

@@ -696,8 +696,7 @@ impl PgConnection {
         match (sent, drained) {
             (_, Ok(Ok(saw_cancel))) => {
                 let cause = if saw_cancel {
-                    "cancelled on the server; the connection is reusable"
-                        .to_string()
+                    "cancelled on the server; the connection is reusable".to_string()
                 } else {
                     "the statement finished as the cancel arrived; its result was discarded"
                         .to_string()
