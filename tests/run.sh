@@ -124,6 +124,14 @@ awk '/^test result:/ {
        }
      }
      /^[a-z-]+: [0-9]+ passed, [0-9]+ failed/ { p += $2; f += $4 }
+     # pytest: "125 passed, 2 skipped in 9.1s" or "3 failed, 122 passed in …"
+     /^[0-9]+ (passed|failed).* in [0-9.]+s/ {
+       for (i = 1; i < NF; i++) {
+         if ($(i+1) ~ /^passed/) p += $i
+         if ($(i+1) ~ /^failed/) f += $i
+         if ($(i+1) ~ /^skipped/) s += $i
+       }
+     }
      END { printf "\n%d passed, %d failed, %d skipped\n", p, f, s }' "$log"
 if grep -q '^SKIPPED ' "$log"; then
   echo "some tests skipped themselves (see SKIPPED lines above)"

@@ -25,4 +25,7 @@ fi
 echo "== C: the example, against the throwaway PostgreSQL"
 examples/c/query_timeout "$DIALPOOL_TEST_PG_URL?sslmode=disable" || status=1
 
+echo "== Python: the wheel built from source, pytest"
+bash python/test.sh || status=1
+
 exit $status
