@@ -609,3 +609,34 @@ fn every_authentication_method() {
         assert!(e.to_string().contains("none was given"), "{e}");
     });
 }
+
+#[test]
+fn a_peer_that_never_answers_the_ssl_request_is_a_tls_timeout() {
+    let peer = dialpool_testkit::fault::SilentPeer::new().expect("silent peer");
+    let url = format!(
+        "postgres://u:p@{}/db?sslmode=prefer&tls_timeout=300ms&login_timeout=5s",
+        peer.addr
+    );
+    rt().block_on(async {
+        let c = PgConnector::new(Arc::new(Config::parse(&url).expect("url"))).expect("connector");
+        let e = c.connect(None).await.map(|_| ()).expect_err("silent");
+        assert_eq!(e.code(), Code::TlsTimeout, "{e}");
+        assert_eq!(e.layer(), Layer::Dial);
+        assert_eq!(e.limit(), Some("tls_timeout"));
+        let elapsed = e.elapsed().expect("elapsed");
+        assert!(
+            elapsed >= Duration::from_millis(300) && elapsed < Duration::from_millis(400),
+            "{e}"
+        );
+        // Without TLS the same silence is the login's to time out.
+        let url = format!(
+            "postgres://u:p@{}/db?sslmode=disable&login_timeout=300ms",
+            peer.addr
+        );
+        let c = PgConnector::new(Arc::new(Config::parse(&url).expect("url"))).expect("connector");
+        let e = c.connect(None).await.map(|_| ()).expect_err("silent");
+        assert_eq!(e.code(), Code::LoginTimeout, "{e}");
+        assert_eq!(e.layer(), Layer::Login);
+        assert_eq!(e.limit(), Some("login_timeout"));
+    });
+}

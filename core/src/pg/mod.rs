@@ -111,9 +111,52 @@ impl PgConnector {
         }
     }
 
-    async fn login(
+    /// SSLRequest, then the TLS handshake when the server says 'S'. Returns
+    /// the stream and the handshake time (None when TLS was not used).
+    async fn negotiate_tls(
         &self,
         mut tcp: tokio::net::TcpStream,
+        host: &str,
+        peer: &str,
+        caller: Option<Deadline>,
+    ) -> Result<(Stream, Option<Duration>)> {
+        let mode = self.config.dial.tls.sslmode;
+        let start = Instant::now();
+        let io_err = |e: std::io::Error| -> Error { Wire::new_lost(peer, e) };
+        let mut buf = BytesMut::with_capacity(8);
+        frontend::ssl_request(&mut buf);
+        tcp.write_all(&buf).await.map_err(io_err)?;
+        let mut answer = [0u8; 1];
+        tcp.read_exact(&mut answer).await.map_err(io_err)?;
+        match answer[0] {
+            b'S' => {
+                let (tls, _) = self.dialer.upgrade_tls(tcp, host, peer, caller).await?;
+                Ok((Stream::Tls(Box::new(tls)), Some(start.elapsed())))
+            }
+            b'N' if mode.requires_tls() => Err(Error::new(
+                Code::TlsError,
+                format!("{peer} does not accept TLS"),
+            )
+            .with_peer(peer)
+            .with_cause(format!(
+                "the server answered the SSLRequest with 'N' and sslmode={}",
+                mode.name()
+            ))
+            .with_hint("enable ssl on the server, or use sslmode=prefer or disable")
+            .with_retryable(false)),
+            b'N' => Ok((Stream::Plain(tcp), None)),
+            other => Err(Error::new(
+                Code::ProtocolError,
+                format!("{peer} answered the SSLRequest with byte {other:#04x}"),
+            )
+            .with_peer(peer)
+            .with_hint("is this port a PostgreSQL server?")),
+        }
+    }
+
+    async fn login(
+        &self,
+        tcp: tokio::net::TcpStream,
         host: &str,
         peer: &str,
         caller: Option<Deadline>,
@@ -121,39 +164,36 @@ impl PgConnector {
     ) -> Result<PgConnection> {
         let cfg = &self.config;
         let mode = cfg.dial.tls.sslmode;
-        let io_err = |e: std::io::Error| -> Error { Wire::new_lost(peer, e) };
         let stream = if mode.wants_tls() {
-            let mut buf = BytesMut::with_capacity(8);
-            frontend::ssl_request(&mut buf);
-            tcp.write_all(&buf).await.map_err(io_err)?;
-            let mut answer = [0u8; 1];
-            tcp.read_exact(&mut answer).await.map_err(io_err)?;
-            match answer[0] {
-                b'S' => {
-                    let (tls, took) = self.dialer.upgrade_tls(tcp, host, peer, caller).await?;
-                    timings.tls = Some(took);
-                    Stream::Tls(Box::new(tls))
+            // The SSLRequest round trip is part of the TLS step: a peer that
+            // accepts TCP but never answers it is stalling TLS, and gets
+            // TLS_TIMEOUT under tls_timeout like a stalled handshake.
+            let tls_start = Instant::now();
+            let limit = Deadline::earliest(
+                Deadline::from_option("tls_timeout", cfg.dial.tls_timeout),
+                caller,
+            );
+            match deadline::run(limit, self.negotiate_tls(tcp, host, peer, caller)).await {
+                Ok(Ok((stream, took))) => {
+                    timings.tls = took;
+                    stream
                 }
-                b'N' if mode.requires_tls() => {
-                    return Err(
-                        Error::new(Code::TlsError, format!("{peer} does not accept TLS"))
-                            .with_peer(peer)
-                            .with_cause(format!(
-                                "the server answered the SSLRequest with 'N' and sslmode={}",
-                                mode.name()
-                            ))
-                            .with_hint("enable ssl on the server, or use sslmode=prefer or disable")
-                            .with_retryable(false),
-                    )
-                }
-                b'N' => Stream::Plain(tcp),
-                other => {
+                Ok(Err(e)) => return Err(e),
+                Err(deadline::Fired(d)) => {
+                    let hint = if d.is_caller() {
+                        "the caller's deadline passed while negotiating TLS"
+                    } else {
+                        "the server accepted the connection but did not answer the TLS request; is this port a PostgreSQL server?"
+                    };
                     return Err(Error::new(
-                        Code::ProtocolError,
-                        format!("{peer} answered the SSLRequest with byte {other:#04x}"),
+                        Code::TlsTimeout,
+                        format!("TLS negotiation with {peer} timed out"),
                     )
+                    .with_limit(d.limit())
+                    .with_elapsed(tls_start.elapsed())
                     .with_peer(peer)
-                    .with_hint("is this port a PostgreSQL server?"))
+                    .with_cause("no answer to the SSLRequest or the TLS handshake")
+                    .with_hint(hint));
                 }
             }
         } else {
