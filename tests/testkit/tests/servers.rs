@@ -22,6 +22,7 @@ fn postgres_starts_serves_tls_and_drop_cleans_up() {
     let pg = PgServer::start(PgOptions {
         tls: true,
         settings: vec![("idle_session_timeout".into(), "7s".into())],
+        ..Default::default()
     })
     .expect("PgServer::start");
     let port = pg.port();
