@@ -151,6 +151,10 @@ int dp_error_is_timeout(const struct dp_error *err);
 // run it twice; else 0.
 int dp_error_is_retryable(const struct dp_error *err);
 
+// The error that caused this one (for ACQUIRE_TIMEOUT: the pool's last
+// connect error), or NULL. Owned by `err`: valid until `dp_error_free(err)`.
+const struct dp_error *dp_error_source(const struct dp_error *err);
+
 // Frees an error. NULL is a no-op.
 void dp_error_free(struct dp_error *err);
 
@@ -252,6 +256,13 @@ const char *dp_result_value(const struct dp_result *result, uintptr_t row, uintp
 
 // The length in bytes of a value (0 for SQL NULL or out of range).
 uintptr_t dp_result_value_len(const struct dp_result *result, uintptr_t row, uintptr_t col);
+
+// A column's type: the PostgreSQL type OID or the MySQL column type code;
+// 0 out of range.
+uint32_t dp_result_column_type(const struct dp_result *result, uintptr_t col);
+
+// MySQL's last insert id: 1 and `*id` set when the server sent one, else 0.
+int dp_result_last_insert_id(const struct dp_result *result, uint64_t *id);
 
 // Rows affected by an INSERT, UPDATE or DELETE.
 uint64_t dp_result_affected_rows(const struct dp_result *result);

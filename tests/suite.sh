@@ -25,6 +25,9 @@ fi
 echo "== C: the example, against the throwaway PostgreSQL"
 examples/c/query_timeout "$DIALPOOL_TEST_PG_URL?sslmode=disable" || status=1
 
+echo "== Go: go vet and go test -race over the static library"
+bash go/test.sh || status=1
+
 echo "== Python: the wheel built from source, pytest"
 bash python/test.sh || status=1
 

@@ -99,6 +99,7 @@ pub struct dp_error {
     message: CString,
     limit: Option<CString>,
     sqlstate: Option<CString>,
+    source: Option<Box<dp_error>>,
 }
 
 /// A caller's deadline and cancel signal. Owned by the caller; free with
@@ -157,16 +158,24 @@ pub struct dp_stats {
     pub max_idle_time_us: u64,
 }
 
+fn boxed_error(error: Error) -> Box<dp_error> {
+    let cstring = |s: &str| CString::new(s.replace('\0', " ")).unwrap_or_default();
+    let source = std::error::Error::source(&error)
+        .and_then(|s| s.downcast_ref::<Error>())
+        .map(|s| boxed_error(s.clone()));
+    Box::new(dp_error {
+        message: cstring(&error.to_string()),
+        limit: error.limit().map(cstring),
+        sqlstate: error.sqlstate().map(cstring),
+        source,
+        error,
+    })
+}
+
 fn set_error(err: *mut *mut dp_error, error: Error) -> dp_code {
     let code = dp_code::from(error.code());
     if !err.is_null() {
-        let cstring = |s: &str| CString::new(s.replace('\0', " ")).unwrap_or_default();
-        let boxed = Box::new(dp_error {
-            message: cstring(&error.to_string()),
-            limit: error.limit().map(cstring),
-            sqlstate: error.sqlstate().map(cstring),
-            error,
-        });
+        let boxed = boxed_error(error);
         // SAFETY: the caller gave a writable `dp_error **` (checked non-NULL).
         unsafe { *err = Box::into_raw(boxed) };
     }
@@ -419,6 +428,16 @@ pub extern "C" fn dp_error_is_timeout(err: *const dp_error) -> c_int {
 pub extern "C" fn dp_error_is_retryable(err: *const dp_error) -> c_int {
     // SAFETY: NULL or a live dp_error.
     c_int::from(unsafe { err.as_ref() }.is_some_and(|e| e.error.is_retryable()))
+}
+
+/// The error that caused this one (for ACQUIRE_TIMEOUT: the pool's last
+/// connect error), or NULL. Owned by `err`: valid until `dp_error_free(err)`.
+#[no_mangle]
+pub extern "C" fn dp_error_source(err: *const dp_error) -> *const dp_error {
+    // SAFETY: NULL or a live dp_error.
+    unsafe { err.as_ref() }
+        .and_then(|e| e.source.as_deref())
+        .map_or(ptr::null(), |s| s as *const dp_error)
 }
 
 /// Frees an error. NULL is a no-op.
@@ -764,6 +783,28 @@ pub extern "C" fn dp_result_value_len(result: *const dp_result, row: usize, col:
     }
     match r.cells.get(row * r.result.column_count() + col) {
         Some(Some((_, len))) => *len,
+        _ => 0,
+    }
+}
+
+/// A column's type: the PostgreSQL type OID or the MySQL column type code;
+/// 0 out of range.
+#[no_mangle]
+pub extern "C" fn dp_result_column_type(result: *const dp_result, col: usize) -> u32 {
+    result_ref(result)
+        .and_then(|r| r.result.columns().get(col))
+        .map_or(0, |c| c.type_id)
+}
+
+/// MySQL's last insert id: 1 and `*id` set when the server sent one, else 0.
+#[no_mangle]
+pub extern "C" fn dp_result_last_insert_id(result: *const dp_result, id: *mut u64) -> c_int {
+    match result_ref(result).and_then(|r| r.result.last_insert_id) {
+        Some(v) if !id.is_null() => {
+            // SAFETY: a writable u64 (checked non-NULL).
+            unsafe { *id = v };
+            1
+        }
         _ => 0,
     }
 }
