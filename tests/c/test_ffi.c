@@ -536,6 +536,79 @@ static void test_mariadb(void) {
     expect_error(url, DP_AUTH_FAILED, DP_LAYER_LOGIN, NULL, 0, 0);
 }
 
+static void test_newer_accessors(void) {
+    dp_error *err = NULL;
+    /* The runtime is running by now: the worker count can no longer change. */
+    CHECK(dp_set_worker_threads(2, &err) == DP_INVALID_STATE, "late worker count");
+    CHECK(err && dp_error_layer(err) == DP_LAYER_NONE, "layer");
+    dp_error_free(err);
+    err = NULL;
+    CHECK(dp_set_worker_threads(0, NULL) == DP_INVALID_ARGUMENT || dp_set_worker_threads(0, NULL) == DP_INVALID_STATE,
+          "zero workers refused");
+
+    dp_pool *pool = NULL;
+    if (dp_pool_open(pg_url("sslmode=disable"), &pool, &err) != DP_OK) {
+        CHECK(0, "open: %s", msg(err));
+        dp_error_free(err);
+        return;
+    }
+    dp_result *r = NULL;
+    if (dp_pool_query(pool, NULL, "SELECT 1::int4 AS i, 'x'::text AS t", 0, NULL, &r, &err) == DP_OK) {
+        CHECK(dp_result_column_type(r, 0) == 23, "int4 oid %u", dp_result_column_type(r, 0));
+        CHECK(dp_result_column_type(r, 1) == 25, "text oid %u", dp_result_column_type(r, 1));
+        CHECK(dp_result_column_type(r, 2) == 0, "out of range");
+        uint64_t id = 0;
+        CHECK(dp_result_last_insert_id(r, &id) == 0, "no insert id from PostgreSQL");
+        dp_result_free(r);
+    } else {
+        CHECK(0, "query: %s", msg(err));
+        dp_error_free(err);
+        err = NULL;
+    }
+    dp_pool_close(pool);
+
+    /* ACQUIRE_TIMEOUT carries the pool's last connect error as its source. */
+    if (dp_pool_open("postgres://u:p@127.0.0.1:1/db?sslmode=disable&acquire_timeout=300ms", &pool, &err) == DP_OK) {
+        dp_code code = dp_pool_query(pool, NULL, "SELECT 1", 0, NULL, &r, &err);
+        CHECK(code == DP_ACQUIRE_TIMEOUT, "%s", dp_code_name(code));
+        const dp_error *src = dp_error_source(err);
+        CHECK(src && dp_error_code(src) == DP_CONNECTION_REFUSED && dp_error_layer(src) == DP_LAYER_DIAL,
+              "source: %s", src ? dp_code_name(dp_error_code(src)) : "(none)");
+        CHECK(dp_error_source(NULL) == NULL, "NULL source");
+        dp_error_free(err);
+        err = NULL;
+        dp_pool_close(pool);
+    }
+
+    const char *base = getenv("DIALPOOL_TEST_MARIADB_URL");
+    if (base == NULL) return;
+    char url[1024];
+    snprintf(url, sizeof url, "%s?sslmode=disable", base);
+    if (dp_pool_open(url, &pool, &err) != DP_OK) {
+        CHECK(0, "open: %s", msg(err));
+        dp_error_free(err);
+        return;
+    }
+    dp_conn *conn = NULL;
+    if (dp_pool_acquire(pool, NULL, &conn, &err) == DP_OK) {
+        dp_conn_execute(conn, NULL, "CREATE TEMPORARY TABLE c_ids (id INT AUTO_INCREMENT PRIMARY KEY, v INT)", 0, NULL, NULL, &err);
+        dp_error_free(err);
+        err = NULL;
+        dp_conn_execute(conn, NULL, "INSERT INTO c_ids (v) VALUES (1), (2)", 0, NULL, NULL, NULL);
+        if (dp_conn_query(conn, NULL, "INSERT INTO c_ids (v) VALUES (3)", 0, NULL, &r, &err) == DP_OK) {
+            uint64_t id = 0;
+            CHECK(dp_result_last_insert_id(r, &id) == 1 && id == 3, "last insert id %llu", (unsigned long long)id);
+            dp_result_free(r);
+        } else {
+            CHECK(0, "insert: %s", msg(err));
+            dp_error_free(err);
+            err = NULL;
+        }
+        dp_conn_release(conn);
+    }
+    dp_pool_close(pool);
+}
+
 int main(void) {
     if (getenv("DIALPOOL_TEST_PG_URL") == NULL) {
         fprintf(stderr, "DIALPOOL_TEST_PG_URL is not set (run under dialpool-testkit run)\n");
@@ -552,6 +625,7 @@ int main(void) {
     test_cancel_a_pending_acquire_and_exhaustion();
     test_threads();
     test_mariadb();
+    test_newer_accessors();
     printf("c-ffi: %d passed, %d failed\n", passed, failed);
     return failed ? 1 : 0;
 }
