@@ -15,6 +15,7 @@ pub mod pg;
 pub mod pool;
 pub mod rows;
 pub mod runtime;
+pub mod stmt_cache;
 pub mod stream;
 
 pub use client::{Connection, Ctx, Pool, Session};

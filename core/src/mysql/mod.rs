@@ -15,7 +15,6 @@ mod error;
 mod packet;
 mod value;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -1171,7 +1170,7 @@ impl MysqlConnection {
         // Interrupted while being prepared: the statement exists on the
         // server but in no cache; close it with the next command.
         if let Some(id) = self.preparing.take() {
-            self.cache.evicted.push(id);
+            self.cache.push_evicted(id);
         }
         if self.state == State::Broken {
             return Err(Error::new(
@@ -1185,95 +1184,9 @@ impl MysqlConnection {
     }
 }
 
-/// Prepared statements per connection, least recently used evicted.
+/// Prepared statements per connection: statement id and parameter count.
 /// Capacity 0 keeps none: each statement is closed right after it ran.
-struct StatementCache {
-    capacity: usize,
-    entries: HashMap<String, CacheEntry>,
-    tick: u64,
-    evicted: Vec<u32>,
-}
-
-struct CacheEntry {
-    id: u32,
-    params: u16,
-    used: u64,
-}
-
-impl StatementCache {
-    fn new(capacity: usize) -> StatementCache {
-        StatementCache {
-            capacity,
-            entries: HashMap::new(),
-            tick: 0,
-            evicted: Vec::new(),
-        }
-    }
-
-    fn get(&mut self, sql: &str) -> Option<(u32, u16)> {
-        self.tick += 1;
-        let tick = self.tick;
-        self.entries.get_mut(sql).map(|e| {
-            e.used = tick;
-            (e.id, e.params)
-        })
-    }
-
-    /// Keeps a newly prepared statement, evicting the least recently used
-    /// one when full; with capacity 0 the statement is queued for closing.
-    fn insert(&mut self, sql: &str, id: u32, params: u16) {
-        if self.capacity == 0 {
-            self.evicted.push(id);
-            return;
-        }
-        if self.entries.len() >= self.capacity {
-            if let Some(oldest) = self
-                .entries
-                .iter()
-                .min_by_key(|(_, e)| e.used)
-                .map(|(k, _)| k.clone())
-            {
-                if let Some(e) = self.entries.remove(&oldest) {
-                    self.evicted.push(e.id);
-                }
-            }
-        }
-        self.tick += 1;
-        self.entries.insert(
-            sql.to_string(),
-            CacheEntry {
-                id,
-                params,
-                used: self.tick,
-            },
-        );
-    }
-
-    fn forget(&mut self, sql: &str) {
-        if let Some(e) = self.entries.remove(sql) {
-            self.evicted.push(e.id);
-        }
-    }
-
-    /// After COM_RESET_CONNECTION: the server has none left.
-    fn clear(&mut self) {
-        self.entries.clear();
-        self.evicted.clear();
-    }
-
-    fn has_evicted(&self) -> bool {
-        !self.evicted.is_empty()
-    }
-
-    fn take_evicted(&mut self) -> Vec<u32> {
-        std::mem::take(&mut self.evicted)
-    }
-
-    #[cfg(test)]
-    fn len(&self) -> usize {
-        self.entries.len()
-    }
-}
+type StatementCache = crate::stmt_cache::StatementCache<u32, u16>;
 
 #[cfg(test)]
 mod tests {

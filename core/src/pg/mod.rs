@@ -232,6 +232,7 @@ impl PgConnector {
             tx: TxStatus::Idle,
             state: State::Busy,
             cache: StatementCache::new(cfg.statement_cache as usize),
+            statements_prepared: 0,
             config: self.config.clone(),
             dialer: self.dialer.clone(),
             timings: PhaseTimings::default(),
@@ -267,6 +268,8 @@ pub struct PgConnection {
     tx: TxStatus,
     state: State,
     cache: StatementCache,
+    /// Numbers the named statements this session prepares.
+    statements_prepared: u64,
     config: Arc<Config>,
     dialer: Dialer,
     timings: PhaseTimings,
@@ -458,6 +461,16 @@ impl PgConnection {
         }
     }
 
+    /// A fresh statement name, or the unnamed statement when the cache is
+    /// off.
+    fn next_statement_name(&mut self) -> String {
+        if self.cache.capacity() == 0 {
+            return String::new();
+        }
+        self.statements_prepared += 1;
+        format!("dp_{}", self.statements_prepared)
+    }
+
     fn ready(&mut self, status: u8) {
         self.tx = match status {
             b'T' => TxStatus::InTransaction,
@@ -538,7 +551,7 @@ impl PgConnection {
                     name
                 }
                 None => {
-                    let name = self.cache.next_name();
+                    let name = self.next_statement_name();
                     frontend::parse(&name, sql, std::iter::empty(), &mut self.wire.wbuf)
                         .map_err(encode_error)?;
                     if !name.is_empty() {
@@ -844,87 +857,9 @@ fn affected_rows(tag: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// Named prepared statements per connection, least recently used evicted.
+/// Named prepared statements per connection with their result columns.
 /// Capacity 0 uses the unnamed statement (PgBouncer transaction mode).
-struct StatementCache {
-    capacity: usize,
-    entries: HashMap<String, CacheEntry>,
-    tick: u64,
-    counter: u64,
-    evicted: Vec<String>,
-}
-
-struct CacheEntry {
-    name: String,
-    columns: Arc<Vec<Column>>,
-    used: u64,
-}
-
-impl StatementCache {
-    fn new(capacity: usize) -> StatementCache {
-        StatementCache {
-            capacity,
-            entries: HashMap::new(),
-            tick: 0,
-            counter: 0,
-            evicted: Vec::new(),
-        }
-    }
-
-    fn get(&mut self, sql: &str) -> Option<(String, Arc<Vec<Column>>)> {
-        self.tick += 1;
-        let tick = self.tick;
-        self.entries.get_mut(sql).map(|e| {
-            e.used = tick;
-            (e.name.clone(), e.columns.clone())
-        })
-    }
-
-    fn next_name(&mut self) -> String {
-        if self.capacity == 0 {
-            return String::new();
-        }
-        self.counter += 1;
-        format!("dp_{}", self.counter)
-    }
-
-    fn insert(&mut self, sql: &str, name: String, columns: Arc<Vec<Column>>) {
-        if self.capacity == 0 {
-            return;
-        }
-        if self.entries.len() >= self.capacity {
-            if let Some(oldest) = self
-                .entries
-                .iter()
-                .min_by_key(|(_, e)| e.used)
-                .map(|(k, _)| k.clone())
-            {
-                if let Some(e) = self.entries.remove(&oldest) {
-                    self.evicted.push(e.name);
-                }
-            }
-        }
-        self.tick += 1;
-        self.entries.insert(
-            sql.to_string(),
-            CacheEntry {
-                name,
-                columns,
-                used: self.tick,
-            },
-        );
-    }
-
-    fn forget(&mut self, sql: &str) {
-        if let Some(e) = self.entries.remove(sql) {
-            self.evicted.push(e.name);
-        }
-    }
-
-    fn take_evicted(&mut self) -> Vec<String> {
-        std::mem::take(&mut self.evicted)
-    }
-}
+type StatementCache = crate::stmt_cache::StatementCache<String, Arc<Vec<Column>>>;
 
 impl Wire {
     /// CONNECTION_LOST for a stream that is not a [`Wire`] yet.
