@@ -286,6 +286,51 @@ fn make_result(result: dialpool::QueryResult) -> Box<dp_result> {
     })
 }
 
+/// Where a statement runs: through the pool (acquire, query and release
+/// under one ctx) or on a connection the caller holds.
+enum Target<'a> {
+    Pool(&'a dp_pool),
+    Conn(&'a mut dp_conn),
+}
+
+/// What the caller gets back: the rows, or only the affected row count
+/// (the pointer may be NULL).
+enum Out {
+    Result(*mut *mut dp_result),
+    Affected(*mut u64),
+}
+
+/// The four statement calls: reads the C arguments, runs the statement on
+/// the internal runtime behind the panic boundary, hands back `out`.
+fn statement(
+    target: Target<'_>,
+    ctx: *const dp_ctx,
+    sql: *const c_char,
+    nparams: usize,
+    params: *const *const c_char,
+    out: Out,
+    err: *mut *mut dp_error,
+) -> dp_code {
+    guard(err, || {
+        let sql = text(sql, "sql")?;
+        let params = params_of(nparams, params)?;
+        let ctx = ctx_of(ctx);
+        let r = match target {
+            Target::Pool(p) => dialpool::runtime::block_on(p.pool.query_ctx(sql, &params, &ctx))??,
+            Target::Conn(c) => dialpool::runtime::block_on(c.conn.query_ctx(sql, &params, &ctx))??,
+        };
+        match out {
+            Out::Result(result) => write_out(result, make_result(r)),
+            Out::Affected(affected) if !affected.is_null() => {
+                // SAFETY: a writable u64 per the API contract.
+                unsafe { *affected = r.affected_rows };
+            }
+            Out::Affected(_) => {}
+        }
+        Ok(())
+    })
+}
+
 fn write_out<T>(out: *mut *mut T, value: Box<T>) {
     // SAFETY: checked non-NULL by the caller of this helper.
     unsafe { *out = Box::into_raw(value) };
@@ -567,14 +612,15 @@ pub extern "C" fn dp_pool_query(
     if result.is_null() {
         return invalid(err, "result (the out-pointer) is NULL");
     }
-    guard(err, || {
-        let sql = text(sql, "sql")?;
-        let params = params_of(nparams, params)?;
-        let ctx = ctx_of(ctx);
-        let r = dialpool::runtime::block_on(p.pool.query_ctx(sql, &params, &ctx))??;
-        write_out(result, make_result(r));
-        Ok(())
-    })
+    statement(
+        Target::Pool(p),
+        ctx,
+        sql,
+        nparams,
+        params,
+        Out::Result(result),
+        err,
+    )
 }
 
 /// As `dp_pool_query` for statements without rows: `*affected` gets the
@@ -593,17 +639,15 @@ pub extern "C" fn dp_pool_execute(
     let Some(p) = (unsafe { pool.as_ref() }) else {
         return invalid(err, "pool is NULL");
     };
-    guard(err, || {
-        let sql = text(sql, "sql")?;
-        let params = params_of(nparams, params)?;
-        let ctx = ctx_of(ctx);
-        let r = dialpool::runtime::block_on(p.pool.query_ctx(sql, &params, &ctx))??;
-        if !affected.is_null() {
-            // SAFETY: a writable u64 per the API contract.
-            unsafe { *affected = r.affected_rows };
-        }
-        Ok(())
-    })
+    statement(
+        Target::Pool(p),
+        ctx,
+        sql,
+        nparams,
+        params,
+        Out::Affected(affected),
+        err,
+    )
 }
 
 /// Fills `*stats` with the pool's numbers. Thread-safe, non-blocking.
@@ -685,14 +729,15 @@ pub extern "C" fn dp_conn_query(
     if result.is_null() {
         return invalid(err, "result (the out-pointer) is NULL");
     }
-    guard(err, || {
-        let sql = text(sql, "sql")?;
-        let params = params_of(nparams, params)?;
-        let ctx = ctx_of(ctx);
-        let r = dialpool::runtime::block_on(c.conn.query_ctx(sql, &params, &ctx))??;
-        write_out(result, make_result(r));
-        Ok(())
-    })
+    statement(
+        Target::Conn(c),
+        ctx,
+        sql,
+        nparams,
+        params,
+        Out::Result(result),
+        err,
+    )
 }
 
 /// As `dp_conn_query` for statements without rows; `*affected` (may be
@@ -711,17 +756,15 @@ pub extern "C" fn dp_conn_execute(
     let Some(c) = (unsafe { conn.as_mut() }) else {
         return invalid(err, "conn is NULL");
     };
-    guard(err, || {
-        let sql = text(sql, "sql")?;
-        let params = params_of(nparams, params)?;
-        let ctx = ctx_of(ctx);
-        let r = dialpool::runtime::block_on(c.conn.query_ctx(sql, &params, &ctx))??;
-        if !affected.is_null() {
-            // SAFETY: a writable u64 per the API contract.
-            unsafe { *affected = r.affected_rows };
-        }
-        Ok(())
-    })
+    statement(
+        Target::Conn(c),
+        ctx,
+        sql,
+        nparams,
+        params,
+        Out::Affected(affected),
+        err,
+    )
 }
 
 // ---- results ----
