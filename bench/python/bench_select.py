@@ -2,21 +2,32 @@
 
     cargo run -q -p dialpool-testkit -- run -- python/.venv/bin/python bench/python/bench_select.py
 
-It needs dialpool installed (bash python/test.sh does that into python/.venv),
-plus `psycopg[binary]` and `psycopg_pool` for PostgreSQL, and optionally
-`PyMySQL` for MariaDB (pip install 'psycopg[binary]' psycopg_pool PyMySQL).
-A driver that is not installed is left out and named. The servers come from
-DIALPOOL_TEST_PG_URL and DIALPOOL_TEST_MARIADB_URL, as the test runner
-exports them.
+It needs dialpool installed (bash python/test.sh does that into python/.venv)
+and, for the other side, any of:
+
+    pip install 'psycopg[binary]' psycopg_pool asyncpg PyMySQL mysqlclient
+
+(mysqlclient builds against libmariadb: `apt-get install libmariadb-dev
+pkg-config` first). A driver that is not installed is left out and named.
+The servers come from DIALPOOL_TEST_PG_URL and DIALPOOL_TEST_MARIADB_URL, as
+the test runner exports them.
 
 What it measures, each case as the median of several rounds:
 
 - SELECT 1, one thread: the per-call latency of a round trip,
   - on a pool: dialpool `pool.query` and psycopg_pool `with pool.connection()`;
-  - on one held connection: dialpool `conn.query` and psycopg `conn.execute`.
-- SELECT 1 with 8 threads on one pool of 8: the throughput.
+  - on one held connection: dialpool `conn.query`, psycopg `conn.execute`,
+    PyMySQL and mysqlclient `cursor.execute` + `fetchall`.
+- SELECT 1 with 8 threads: the throughput of one pool of 8 (dialpool,
+  psycopg_pool); PyMySQL and mysqlclient have no pool, so each thread has a
+  connection of its own.
 - Fetching 100,000 rows of (int, text, numeric) into Python tuples.
 - acquire + release of a pooled connection.
+
+asyncpg is the async reference point (PostgreSQL only), timed inside its
+event loop: `await conn.fetch("SELECT 1")` on one connection, 8 tasks on an
+asyncpg pool of 8 (`await pool.fetch`), and the 100,000-row fetch (asyncpg
+returns Record objects rather than tuples, and uses the binary protocol).
 
 The ratio column is the other driver's time over dialpool's: above 1 means
 dialpool is faster. The numbers depend on the machine and its load; compare
@@ -26,13 +37,15 @@ ratios from the same run only.
 from __future__ import annotations
 
 import argparse
+import asyncio
+import importlib.metadata
 import os
 import platform
 import statistics
 import sys
 import threading
 import time
-from typing import Callable, List, Optional, Tuple
+from typing import Awaitable, Callable, List, Optional, Tuple
 
 import dialpool
 
@@ -55,12 +68,20 @@ def per_call(fn: Callable[[], object], n: int, rounds: int) -> float:
 
 def throughput(fn: Callable[[], object], threads: int, seconds: float, rounds: int) -> float:
     """Median calls per second with `threads` threads calling `fn`."""
+    return throughput_each([fn] * threads, seconds, rounds)
+
+
+def throughput_each(fns: List[Callable[[], object]], seconds: float, rounds: int) -> float:
+    """Median calls per second with one thread per function, thread i
+    calling fns[i] (for drivers without a pool: a connection each)."""
+    threads = len(fns)
     results = []
     for _ in range(rounds):
         stop = threading.Event()
         counts = [0] * threads
 
         def work(i: int) -> None:
+            fn = fns[i]
             c = 0
             while not stop.is_set():
                 fn()
@@ -80,6 +101,100 @@ def throughput(fn: Callable[[], object], threads: int, seconds: float, rounds: i
 
 
 Row = Tuple[str, str, float, Optional[float], str]
+
+
+def dist_version(name: str) -> str:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return "?"
+
+
+async def a_per_call(fn: Callable[[], Awaitable[object]], n: int, rounds: int) -> float:
+    """per_call for a coroutine function, inside the running event loop."""
+    for _ in range(min(n, 200)):
+        await fn()
+    times = []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        for _ in range(n):
+            await fn()
+        times.append((time.perf_counter() - t0) / n)
+    return statistics.median(times)
+
+
+async def a_throughput(fn: Callable[[int], Awaitable[object]], tasks: int, seconds: float, rounds: int) -> float:
+    """Median calls per second with `tasks` tasks, task i awaiting fn(i) in
+    a loop."""
+    results = []
+    for _ in range(rounds):
+        stop = False
+        counts = [0] * tasks
+
+        async def work(i: int) -> None:
+            c = 0
+            while not stop:
+                await fn(i)
+                c += 1
+            counts[i] = c
+
+        t0 = time.perf_counter()
+        running = [asyncio.ensure_future(work(i)) for i in range(tasks)]
+        await asyncio.sleep(seconds)
+        stop = True
+        await asyncio.gather(*running)
+        results.append(sum(counts) / (time.perf_counter() - t0))
+    return statistics.median(results)
+
+
+class AsyncpgBench:
+    """asyncpg's figures for one run: measured in its own event loop, then
+    added to the tables beside the threaded drivers."""
+
+    def __init__(self, url: str, args: argparse.Namespace, rows_sql: str) -> None:
+        self.ok = False
+        self.version = ""
+        self.select1 = self.threads = self.threads_held = self.rows = 0.0
+        try:
+            import asyncpg
+        except ImportError as e:
+            print(f"\nPostgreSQL: asyncpg is not installed ({e}); left out")
+            return
+        self.version = asyncpg.__version__
+
+        async def run() -> None:
+            conn = await asyncpg.connect(url)
+            pool = await asyncpg.create_pool(url, min_size=args.threads, max_size=args.threads)
+            try:
+
+                async def select1() -> object:
+                    return await conn.fetch("SELECT 1")
+
+                async def pooled(_task: int) -> object:
+                    return await pool.fetch("SELECT 1")
+
+                async def rows() -> object:
+                    return await conn.fetch(rows_sql)
+
+                # Each task holding one pooled connection: the driver's
+                # round trip without the pool's reset on release.
+                held = [await pool.acquire() for _ in range(args.threads)]
+
+                async def on_held(task: int) -> object:
+                    return await held[task].fetch("SELECT 1")
+
+                self.select1 = await a_per_call(select1, args.n, args.rounds)
+                self.threads_held = await a_throughput(on_held, args.threads, args.seconds, args.rounds)
+                for c in held:
+                    await pool.release(c)
+                self.threads = await a_throughput(pooled, args.threads, args.seconds, args.rounds)
+                self.rows = await a_per_call(rows, 1, max(args.rounds, 5))
+            finally:
+                await pool.close()
+                await conn.close()
+
+        asyncio.run(run())
+        self.ok = True
 
 
 def report(title: str, unit: str, rows: List[Tuple[str, float]], higher_is_better: bool = False) -> None:
@@ -104,9 +219,11 @@ def bench_pg(url: str, args: argparse.Namespace) -> None:
         psycopg = None  # type: ignore[assignment]
     n, rounds = args.n, args.rounds
 
+    rows_sql = ROWS_SQL_PG.format(n=args.rows)
+    # First, while no other driver holds connections: asyncio's own run.
+    apg = AsyncpgBench(url, args, rows_sql)
     pool = dialpool.Pool(url, max_open=args.threads)
     held = pool.acquire()
-    rows_sql = ROWS_SQL_PG.format(n=args.rows)
     if psycopg is not None:
         ppool = psycopg_pool.ConnectionPool(
             url, min_size=args.threads, max_size=args.threads, kwargs={"autocommit": True}, open=True
@@ -116,6 +233,8 @@ def bench_pg(url: str, args: argparse.Namespace) -> None:
         impl = f"psycopg {psycopg.__version__} ({psycopg.pq.__impl__}), psycopg_pool {psycopg_pool.__version__}"
     else:
         impl = "none"
+    if apg.ok:
+        impl += f", asyncpg {apg.version}"
     print(f"\nPostgreSQL {held.query('SHOW server_version')[0][0]}; {impl}")
 
     def d_pool() -> object:
@@ -141,12 +260,17 @@ def bench_pg(url: str, args: argparse.Namespace) -> None:
             return pconn.execute("SELECT 1").fetchall()
 
         results.append(("psycopg conn.execute().fetchall()", per_call(p_conn, n, rounds)))
+    if apg.ok:
+        results.append(("asyncpg await conn.fetch() (async)", apg.select1))
     report("SELECT 1 on one held connection (per call)", "us", results)
 
     held.close()
     results = [("dialpool pool.query", throughput(d_pool, args.threads, args.seconds, rounds))]
     if psycopg is not None:
         results.append(("psycopg_pool connection()+execute", throughput(p_pool, args.threads, args.seconds, rounds)))
+    if apg.ok:
+        results.append((f"asyncpg pool.fetch() ({args.threads} tasks, async)", apg.threads))
+        results.append((f"asyncpg conn.fetch(), {args.threads} tasks, a conn each", apg.threads_held))
     report(f"SELECT 1 with {args.threads} threads on one pool (throughput)", "calls/s", results, True)
 
     def d_rows() -> object:
@@ -159,6 +283,8 @@ def bench_pg(url: str, args: argparse.Namespace) -> None:
             return pconn.execute(rows_sql).fetchall()
 
         results.append((f"psycopg execute().fetchall() ({args.rows:,} rows)", per_call(p_rows, 1, max(rounds, 5))))
+    if apg.ok:
+        results.append((f"asyncpg conn.fetch() ({args.rows:,} rows, async)", apg.rows))
     report(f"Fetching {args.rows:,} rows of (int, text, numeric)", "us", results)
 
     def d_acq() -> None:
@@ -181,6 +307,42 @@ def bench_pg(url: str, args: argparse.Namespace) -> None:
         ppool.close()
 
 
+def mysql_drivers(url: str) -> List[Tuple[str, Callable[[], object]]]:
+    """(label, connect) for each installed blocking MySQL driver; each
+    connect() opens an autocommit connection to `url`."""
+    rest = url.split("://", 1)[1]
+    userinfo, hostpart = rest.rsplit("@", 1)
+    user, password = userinfo.split(":", 1)
+    hostport, _, db = hostpart.partition("/")
+    db = db.split("?", 1)[0]
+    host, port = hostport.rsplit(":", 1)
+    drivers: List[Tuple[str, Callable[[], object]]] = []
+    try:
+        import pymysql
+
+        def pymysql_connect() -> object:
+            return pymysql.connect(
+                host=host, port=int(port), user=user, password=password, database=db, autocommit=True
+            )
+
+        # pymysql.__version__ is a MySQLdb-compatible stand-in: ask pip's metadata.
+        drivers.append((f"PyMySQL {dist_version('PyMySQL')}", pymysql_connect))
+    except ImportError as e:
+        print(f"\nMariaDB: PyMySQL is not installed ({e}); left out")
+    try:
+        import MySQLdb
+
+        def mysqlclient_connect() -> object:
+            return MySQLdb.connect(
+                host=host, port=int(port), user=user, password=password, database=db, autocommit=True
+            )
+
+        drivers.append((f"mysqlclient {dist_version('mysqlclient')}", mysqlclient_connect))
+    except ImportError as e:
+        print(f"\nMariaDB: mysqlclient (MySQLdb) is not installed ({e}); left out")
+    return drivers
+
+
 def bench_mariadb(url: str, args: argparse.Namespace) -> None:
     try:
         pool = dialpool.Pool(url, max_open=args.threads)
@@ -188,44 +350,50 @@ def bench_mariadb(url: str, args: argparse.Namespace) -> None:
     except dialpool.Error as e:
         print(f"\nMariaDB: skipped, dialpool cannot use it here: {e}")
         return
-    try:
-        import pymysql
-    except ImportError:
-        pymysql = None  # type: ignore[assignment]
-        print("\nMariaDB: PyMySQL is not installed; dialpool only")
     n, rounds = args.n, args.rounds
-    rest = url.split("://", 1)[1]
-    userinfo, hostpart = rest.rsplit("@", 1)
-    user, password = userinfo.split(":", 1)
-    hostport, _, db = hostpart.partition("/")
-    host, port = hostport.rsplit(":", 1)
-    print(f"\nMariaDB {pool.query('SELECT VERSION()')[0][0]}" + (f"; PyMySQL {pymysql.__version__}" if pymysql else ""))
+    drivers = mysql_drivers(url)
+    names = ", ".join(label for label, _ in drivers) or "no other driver"
+    print(f"\nMariaDB {pool.query('SELECT VERSION()')[0][0]}; {names}")
+
+    def fetch(cursor: object, sql: str) -> Callable[[], object]:
+        def run() -> object:
+            cursor.execute(sql)  # type: ignore[attr-defined]
+            return cursor.fetchall()  # type: ignore[attr-defined]
+
+        return run
+
+    # One held connection (and cursor) per driver for the one-thread cases.
+    conns = [(label.split()[0], connect()) for label, connect in drivers]
+    cursors = [(name, c.cursor()) for name, c in conns]  # type: ignore[attr-defined]
     held = pool.acquire()
     results = [("dialpool conn.query", per_call(lambda: held.query("SELECT 1"), n, rounds))]
-    if pymysql is not None:
-        mconn = pymysql.connect(host=host, port=int(port), user=user, password=password, database=db, autocommit=True)
-        mcur = mconn.cursor()
-
-        def m_select() -> object:
-            mcur.execute("SELECT 1")
-            return mcur.fetchall()
-
-        results.append(("PyMySQL cursor.execute().fetchall()", per_call(m_select, n, rounds)))
+    for name, cur in cursors:
+        results.append((f"{name} cursor.execute().fetchall()", per_call(fetch(cur, "SELECT 1"), n, rounds)))
     report("SELECT 1 on one held connection (per call)", "us", results)
+
+    results = [("dialpool pool.query", per_call(lambda: pool.query("SELECT 1"), n, rounds))]
+    report("SELECT 1 on a pool, one thread (per call; the others have no pool)", "us", results)
+
     rows_sql = ROWS_SQL_MY.format(n=args.rows)
     results = [(f"dialpool conn.query ({args.rows:,} rows)", per_call(lambda: held.query(rows_sql), 1, max(rounds, 5)))]
-    if pymysql is not None:
-
-        def m_rows() -> object:
-            mcur.execute(rows_sql)
-            return mcur.fetchall()
-
-        results.append((f"PyMySQL fetchall() ({args.rows:,} rows)", per_call(m_rows, 1, max(rounds, 5))))
+    for name, cur in cursors:
+        results.append((f"{name} fetchall() ({args.rows:,} rows)", per_call(fetch(cur, rows_sql), 1, max(rounds, 5))))
     report(f"Fetching {args.rows:,} rows of (int, text, decimal)", "us", results)
     held.close()
+
+    results = [("dialpool pool.query", throughput(lambda: pool.query("SELECT 1"), args.threads, args.seconds, rounds))]
+    for label, connect in drivers:
+        own = [connect() for _ in range(args.threads)]
+        fns = [fetch(c.cursor(), "SELECT 1") for c in own]  # type: ignore[attr-defined]
+        name = label.split()[0]
+        results.append((f"{name}, a connection per thread", throughput_each(fns, args.seconds, rounds)))
+        for c in own:
+            c.close()  # type: ignore[attr-defined]
+    report(f"SELECT 1 with {args.threads} threads (throughput)", "calls/s", results, True)
+
     pool.close()
-    if pymysql is not None:
-        mconn.close()
+    for _, c in conns:
+        c.close()  # type: ignore[attr-defined]
 
 
 def main() -> int:

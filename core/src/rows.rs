@@ -12,6 +12,13 @@ pub struct Column {
     pub name: String,
     /// PostgreSQL: the type OID. MySQL: the column type code.
     pub type_id: u32,
+    /// MySQL: the values are bytes, not text. The type code alone cannot
+    /// tell: BLOB and TEXT share codes, as do VARBINARY and VARCHAR; the
+    /// column definition's character set (63, `binary`) does. True for
+    /// BINARY, VARBINARY, the BLOBs and binary string expressions (`X'00'`,
+    /// `CAST(… AS BINARY)`), and for BIT and GEOMETRY. PostgreSQL: always
+    /// false (bytea is type 17 and arrives as hex text).
+    pub binary: bool,
 }
 
 /// Marks a SQL NULL in the cell table.
@@ -143,10 +150,12 @@ mod tests {
             Column {
                 name: "a".into(),
                 type_id: 23,
+                binary: false,
             },
             Column {
                 name: "b".into(),
                 type_id: 25,
+                binary: false,
             },
         ]);
         r.begin_row();

@@ -549,6 +549,15 @@ fn binary_results_render_exactly_like_text_results() {
         assert_eq!(at(1, "dtm3"), Some("2024-02-29 13:05:09.500"));
         assert_eq!(at(2, "d"), Some("1e15"));
         assert_eq!(at(1, "vc"), Some("żółw 🐢"));
+        // Text or bytes by the column's character set (the same in both
+        // protocols: the columns were compared above).
+        let holds_bytes = |name: &str| text.columns()[text.column_index(name).expect("column")].binary;
+        for name in ["c", "vc", "tx", "e", "st", "j", "u", "ip", "i", "dc", "dtm", "tm"] {
+            assert!(!holds_bytes(name), "{name} is text");
+        }
+        for name in ["bl", "bt"] {
+            assert!(holds_bytes(name), "{name} is bytes");
+        }
         // Expressions, whose column types and scales come from the server.
         let exprs = "SELECT 1e15, 1e-16, 0.1e0 + 0.2e0, 1e0 / 3, ROUND(2.5e0, 2), CAST(1.5 AS DOUBLE),
                      TIMEDIFF('2024-01-02', '2024-01-01 00:00:00.5'), SEC_TO_TIME(3600.25),
@@ -573,6 +582,10 @@ fn binary_results_render_exactly_like_text_results() {
             );
         }
         assert!(text.warnings >= 1, "1/0 warns");
+        // A _bin collation is still text; a hex literal is a binary string.
+        let n = text.column_count();
+        let flags: Vec<bool> = text.columns()[n - 3..].iter().map(|c| c.binary).collect();
+        assert_eq!(flags, [false, true, false], "'ünï' COLLATE utf8mb4_bin, x'41', NULL");
         conn.execute("DROP TABLE dp_types", &[], None, None)
             .await
             .expect("drop");

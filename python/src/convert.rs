@@ -31,8 +31,10 @@ pub enum Kind {
     Decimal,
     Bool,
     Text,
-    /// MySQL strings and blobs: the column's character set is not known
-    /// here, so valid UTF-8 becomes `str` and anything else `bytes`.
+    /// MySQL strings and blobs, whose type codes are shared by text and
+    /// binary columns: [`rows`] decides by the column's `binary` flag (its
+    /// character set), so VARBINARY and BLOB give `bytes` and VARCHAR and
+    /// TEXT `str` whatever the content, in both protocols.
     TextOrBytes,
     /// PostgreSQL bytea (hex output, or the old escape format).
     Bytea,
@@ -149,6 +151,15 @@ pub fn type_info(dialect: Dialect, type_id: u32) -> TypeInfo {
                 category: None,
             },
         },
+    }
+}
+
+/// A MySQL string or blob column's kind by its `binary` flag.
+fn refine(kind: Kind, column: &dialpool::Column) -> Kind {
+    match (kind, column.binary) {
+        (Kind::TextOrBytes, true) => Kind::Bytes,
+        (Kind::TextOrBytes, false) => Kind::Text,
+        (other, _) => other,
     }
 }
 
@@ -297,12 +308,18 @@ impl<'py> Decoder<'py> {
     }
 }
 
-/// Rows of `result` as a list of tuples.
+/// Rows of `result` as a list of tuples. A MySQL string or blob column
+/// given as [`Kind::TextOrBytes`] is decoded as its `binary` flag says.
 pub fn rows<'py>(
     py: Python<'py>,
     result: &dialpool::QueryResult,
     kinds: &[Kind],
 ) -> PyResult<Bound<'py, PyList>> {
+    let kinds: Vec<Kind> = kinds
+        .iter()
+        .zip(result.columns())
+        .map(|(kind, column)| refine(*kind, column))
+        .collect();
     let mut decoder = Decoder::new(py)?;
     let mut rows: Vec<Bound<'py, PyTuple>> = Vec::with_capacity(result.row_count());
     let mut cells: Vec<Bound<'py, PyAny>> = Vec::with_capacity(kinds.len());

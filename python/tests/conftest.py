@@ -8,11 +8,12 @@ Run under the runner, which exports the servers' URLs:
 from __future__ import annotations
 
 import os
+import pickle
 import socket
 import threading
 import time
 import uuid
-from typing import Callable, Iterator, List, Optional
+from typing import Any, Callable, Iterator, List, Optional
 
 import pytest
 
@@ -182,10 +183,12 @@ def full_backlog() -> Iterator[FullBacklog]:
 class SilentServer:
     """Accepts TCP connections and never says a word; with `answer_ssl`, it
     answers a PostgreSQL SSLRequest with 'S' (go ahead with TLS) and then
-    stalls the handshake."""
+    stalls the handshake; with `greeting`, it sends those bytes on accept
+    (a real MySQL handshake: the client then asks for TLS and stalls)."""
 
-    def __init__(self, answer_ssl: bool = False) -> None:
+    def __init__(self, answer_ssl: bool = False, greeting: bytes = b"") -> None:
         self.answer_ssl = answer_ssl
+        self.greeting = greeting
         self.listener = socket.socket()
         self.listener.bind(("127.0.0.1", 0))
         self.listener.listen(16)
@@ -203,6 +206,11 @@ class SilentServer:
             except (socket.timeout, OSError):
                 continue
             self.conns.append(c)
+            if self.greeting:
+                try:
+                    c.sendall(self.greeting)
+                except OSError:
+                    pass
             if self.answer_ssl:
                 c.settimeout(2)
                 try:
@@ -231,3 +239,82 @@ def tls_stall_server() -> Iterator[SilentServer]:
     s = SilentServer(answer_ssl=True)
     yield s
     s.close()
+
+
+# -- more real faults ------------------------------------------------------------
+
+
+def require_faults(reason: str) -> None:
+    """Skips a fault test that cannot run here, or fails it when the runner
+    says every fault must run (DIALPOOL_REQUIRE_FAULTS=1, as in CI)."""
+    if os.environ.get("DIALPOOL_REQUIRE_FAULTS") == "1":
+        pytest.fail(f"{reason} (DIALPOOL_REQUIRE_FAULTS=1: fault tests may not skip)")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def mariadb_ca() -> str:
+    ca = os.environ.get("DIALPOOL_TEST_MARIADB_CA")
+    if not ca:
+        pytest.skip("DIALPOOL_TEST_MARIADB_CA is not set: run under the test runner")
+    return ca
+
+
+def url_port(url: str) -> int:
+    hostport = url.split("://", 1)[1].rsplit("@", 1)[1].split("/", 1)[0]
+    return int(hostport.rsplit(":", 1)[1])
+
+
+def mysql_greeting(url: str) -> bytes:
+    """The first packet a MySQL server sends (its handshake), read from the
+    real server: replayed by a SilentServer it makes a peer that looks like
+    MariaDB, offers TLS, and then never answers."""
+    with socket.create_connection(("127.0.0.1", url_port(url)), timeout=5) as s:
+        data = b""
+        # 3-byte length, 1-byte sequence number, payload; bounded reads.
+        for _ in range(64):
+            if len(data) >= 4 and len(data) >= 4 + int.from_bytes(data[:3], "little"):
+                break
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+        if len(data) < 4:
+            raise RuntimeError("no handshake from the MariaDB server")
+        return data[: 4 + int.from_bytes(data[:3], "little")]
+
+
+def check_error(
+    e: Any,
+    cls: type,
+    code: str,
+    layer: Optional[str],
+    *,
+    limit: Optional[str] = None,
+    sqlstate: Optional[str] = None,
+    elapsed: Optional["tuple[float, float]"] = None,
+    contains: "tuple[str, ...]" = (),
+) -> None:
+    """An error raised by a real fault: exactly `cls`, with these attributes
+    and a one-line message. `elapsed` is (low, high) when the error must say
+    how long the operation took; otherwise it may be None or any duration."""
+    assert type(e) is cls, f"{type(e).__name__} instead of {cls.__name__}: {e}"
+    assert isinstance(e, dialpool.Error)
+    got = (e.code, e.layer, e.limit, e.sqlstate)
+    assert got == (code, layer, limit, sqlstate), f"(code, layer, limit, sqlstate) = {got}: {e}"
+    assert e.is_timeout == issubclass(cls, TimeoutError), e
+    if elapsed is not None:
+        assert e.elapsed is not None and elapsed[0] <= e.elapsed <= elapsed[1], (e.elapsed, str(e))
+    else:
+        assert e.elapsed is None or e.elapsed >= 0, e.elapsed
+    text = str(e)
+    assert text and "\n" not in text and text == e.args[0], repr(text)
+    if layer is not None:
+        assert text.startswith(f"{layer}: "), text
+    for part in contains:
+        assert part in text, (part, text)
+    assert repr(e).startswith(f"{cls.__name__}("), repr(e)
+    # The attributes survive pickling (multiprocessing, concurrent.futures).
+    back = pickle.loads(pickle.dumps(e))
+    assert type(back) is cls and str(back) == text
+    assert (back.code, back.layer, back.limit, back.sqlstate, back.elapsed) == (*got, e.elapsed)

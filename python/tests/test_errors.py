@@ -12,6 +12,7 @@ from conftest import (
     FullBacklog,
     SilentServer,
     active_statements,
+    check_error,
     marker,
     refused_port,
     replace_host,
@@ -31,10 +32,10 @@ def test_query_timeout_cancels_on_the_server(pool: dialpool.Pool) -> None:
     assert 0.9 < took < 2.0, took
     e = info.value
     assert isinstance(e, TimeoutError)
-    assert (e.code, e.layer, e.limit) == ("DP_QUERY_TIMEOUT", "query", "deadline")
-    assert e.elapsed is not None and 0.9 < e.elapsed < 2.0
+    check_error(
+        e, dialpool.QueryTimeout, "DP_QUERY_TIMEOUT", "query", limit="deadline", sqlstate="57014", elapsed=(0.9, 2.0)
+    )
     assert e.is_timeout and not e.is_retryable
-    assert str(e).startswith("query: "), str(e)
     # The statement is stopped on the server, not left running.
     assert wait_until(lambda: not active_statements(pool, mark), 1.0)
     assert pool.query("SELECT 1") == [(1,)]
@@ -66,7 +67,9 @@ def test_acquire_timeout_from_an_exhausted_pool(pg_url: str) -> None:
             took = time.monotonic() - start
             e = info.value
             assert isinstance(e, TimeoutError)
-            assert (e.code, e.layer, e.limit) == ("DP_ACQUIRE_TIMEOUT", "pool", "acquire_timeout")
+            check_error(
+                e, dialpool.AcquireTimeout, "DP_ACQUIRE_TIMEOUT", "pool", limit="acquire_timeout", elapsed=(0.25, 1.5)
+            )
             assert 0.25 < took < 1.5, took
             assert e.is_retryable
             # The caller's own deadline, when earlier, is the one named.
@@ -100,7 +103,7 @@ def test_connect_timeout(pg_url: str, full_backlog: FullBacklog) -> None:
         dialpool.connect(replace_port(pg_url, full_backlog.port), connect_timeout=0.5)
     assert time.monotonic() - start < 1.5
     e = info.value
-    assert (e.code, e.layer, e.limit) == ("DP_CONNECT_TIMEOUT", "dial", "connect_timeout")
+    check_error(e, dialpool.ConnectTimeout, "DP_CONNECT_TIMEOUT", "dial", limit="connect_timeout", elapsed=(0.45, 1.5))
     assert isinstance(e, TimeoutError) and e.is_retryable
 
 
@@ -111,8 +114,7 @@ def test_connection_refused(pg_url: str) -> None:
     e = info.value
     assert isinstance(e, dialpool.ConnectionRefused)
     assert isinstance(e, dialpool.OperationalError)
-    assert (e.code, e.layer) == ("DP_CONNECTION_REFUSED", "dial")
-    assert e.elapsed is not None and e.elapsed < 1
+    check_error(e, dialpool.ConnectionRefused, "DP_CONNECTION_REFUSED", "dial", elapsed=(0, 1), contains=("ECONNREFUSED",))
     # Through a pool a refused port is not taken as permanent (the server
     # may be restarting): waiters get AcquireTimeout naming the last connect
     # error.
@@ -126,7 +128,7 @@ def test_auth_failed_fast_through_the_pool(pg_url: str) -> None:
     with pytest.raises(dialpool.AuthError) as info:
         dialpool.connect(url)
     e = info.value
-    assert (e.code, e.layer) == ("DP_AUTH_FAILED", "login")
+    check_error(e, dialpool.AuthError, "DP_AUTH_FAILED", "login", sqlstate="28P01")
     assert "wrong-password" not in str(e)
     with dialpool.Pool(url, acquire_timeout=5) as p:
         start = time.monotonic()
@@ -146,26 +148,25 @@ def test_tls_verification(pg_url: str, pg_ca: str, tmp_path: "os.PathLike[str]")
     # The certificate names only "localhost": verify-full to 127.0.0.1 fails.
     with pytest.raises(dialpool.TlsError) as info:
         dialpool.connect(pg_url, sslmode="verify-full", sslrootcert=ca)
-    assert (info.value.code, info.value.layer) == ("DP_TLS_ERROR", "dial")
+    check_error(info.value, dialpool.TlsError, "DP_TLS_ERROR", "dial", contains=("not valid for name",))
     with dialpool.connect(replace_host(pg_url, "localhost"), sslmode="verify-full", sslrootcert=ca) as c:
         assert c.query("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()") == [(True,)]
 
 
 def test_tls_timeout(pg_url: str, tls_stall_server: SilentServer) -> None:
     url = replace_port(pg_url, tls_stall_server.port)
-    with pytest.raises(dialpool.TlsTimeout) as info:
+    with pytest.raises(TimeoutError) as info:
         dialpool.connect(url, sslmode="require", tls_timeout=0.3)
-    assert isinstance(info.value, TimeoutError)
-    assert (info.value.layer, info.value.limit) == ("dial", "tls_timeout")
-    assert info.value.elapsed is not None and info.value.elapsed < 1.5
+    check_error(info.value, dialpool.TlsTimeout, "DP_TLS_TIMEOUT", "dial", limit="tls_timeout", elapsed=(0.25, 1.5))
 
 
 def test_login_timeout(pg_url: str, silent_server: SilentServer) -> None:
     url = replace_port(pg_url, silent_server.port)
-    with pytest.raises(dialpool.LoginTimeout) as info:
+    with pytest.raises(TimeoutError) as info:
         dialpool.connect(url, sslmode="disable", login_timeout=0.3)
-    assert isinstance(info.value, TimeoutError)
-    assert (info.value.layer, info.value.limit) == ("login", "login_timeout")
+    check_error(
+        info.value, dialpool.LoginTimeout, "DP_LOGIN_TIMEOUT", "login", limit="login_timeout", elapsed=(0.25, 1.5)
+    )
 
 
 def test_pool_closed(pg_url: str) -> None:
@@ -174,7 +175,7 @@ def test_pool_closed(pg_url: str) -> None:
     assert p.closed
     with pytest.raises(dialpool.PoolClosed) as info:
         p.query("SELECT 1")
-    assert info.value.layer == "pool"
+    check_error(info.value, dialpool.PoolClosed, "DP_POOL_CLOSED", "pool", contains=("closed",))
 
 
 def test_invalid_options(pg_url: str) -> None:
@@ -182,7 +183,7 @@ def test_invalid_options(pg_url: str) -> None:
         dialpool.Pool(pg_url, acquire_timeot=1)
     assert "acquire_timeout" in str(info.value)  # the suggestion
     assert isinstance(info.value, ValueError)
-    assert info.value.code == "DP_INVALID_ARGUMENT" and info.value.layer is None
+    check_error(info.value, dialpool.InvalidArgument, "DP_INVALID_ARGUMENT", None)
     with pytest.raises(dialpool.InvalidArgument, match="max_open"):
         dialpool.Pool(pg_url, max_open="many")
     with pytest.raises(dialpool.InvalidArgument, match="min_idle"):
@@ -231,10 +232,7 @@ def test_option_values_in_python_types(pg_url: str) -> None:
 def test_sqlstate_classes(pool: dialpool.Pool, sqlstate: str, cls: type) -> None:
     with pytest.raises(dialpool.DatabaseError) as info:
         pool.execute(f"DO $$ BEGIN RAISE EXCEPTION 'boom %', 1 USING ERRCODE = '{sqlstate}'; END $$")
-    e = info.value
-    assert type(e) is cls, (sqlstate, type(e))
-    assert (e.code, e.layer, e.sqlstate) == ("DP_SERVER_ERROR", "query", sqlstate)
-    assert "boom 1" in str(e)
+    check_error(info.value, cls, "DP_SERVER_ERROR", "query", sqlstate=sqlstate, contains=("boom 1", sqlstate))
     assert pool.query("SELECT 1") == [(1,)]
 
 
@@ -243,15 +241,16 @@ def test_real_server_errors(pool: dialpool.Pool, table: str) -> None:
     pool.execute(f"INSERT INTO {table} VALUES (1)")
     with pytest.raises(dialpool.IntegrityError) as info:
         pool.execute(f"INSERT INTO {table} VALUES (%s)", (1,))
-    assert info.value.sqlstate == "23505"
+    check_error(info.value, dialpool.IntegrityError, "DP_SERVER_ERROR", "query", sqlstate="23505")
     with pytest.raises(dialpool.ProgrammingError) as info:
         pool.query("SELEC 1")
-    assert info.value.sqlstate == "42601"
-    with pytest.raises(dialpool.ProgrammingError):
+    check_error(info.value, dialpool.ProgrammingError, "DP_SERVER_ERROR", "query", sqlstate="42601")
+    with pytest.raises(dialpool.ProgrammingError) as info:
         pool.query("SELECT * FROM no_such_table_xyz")
+    check_error(info.value, dialpool.ProgrammingError, "DP_SERVER_ERROR", "query", sqlstate="42P01")
     with pytest.raises(dialpool.DataError) as info:
         pool.query("SELECT 1 / %s", (0,))
-    assert info.value.sqlstate == "22012"
+    check_error(info.value, dialpool.DataError, "DP_SERVER_ERROR", "query", sqlstate="22012")
 
 
 def test_failed_transaction_state(pg_url: str) -> None:
@@ -261,7 +260,7 @@ def test_failed_transaction_state(pg_url: str) -> None:
             cur.execute("SELECT 1 / 0")
         with pytest.raises(dialpool.InternalError) as info:
             cur.execute("SELECT 1")
-        assert info.value.sqlstate == "25P02"
+        check_error(info.value, dialpool.InternalError, "DP_SERVER_ERROR", "query", sqlstate="25P02")
         c.rollback()
         cur.execute("SELECT 1")
         assert cur.fetchone() == (1,)
@@ -271,9 +270,13 @@ def test_connection_lost(pg_url: str, pool: dialpool.Pool) -> None:
     with dialpool.connect(pg_url, autocommit=True) as c:
         [(pid,)] = c.query("SELECT pg_backend_pid()")
         pool.query("SELECT pg_terminate_backend(%s)", (pid,))
-        with pytest.raises(dialpool.OperationalError) as info:
-            c.query("SELECT 1")
-        assert info.value.layer == "query"
+        with pytest.raises(ConnectionError) as info:
+            # The backend's goodbye may take a moment to arrive; bounded.
+            for _ in range(50):
+                c.query("SELECT 1")
+                time.sleep(0.02)
+        check_error(info.value, dialpool.ConnectionLost, "DP_CONNECTION_LOST", "query", contains=("lost",))
+        assert not info.value.is_retryable
 
 
 def test_connection_shared_between_threads_is_refused(pool: dialpool.Pool) -> None:

@@ -186,3 +186,42 @@ def test_transaction(mpool: dialpool.Pool, mtable: str) -> None:
         with c.transaction():
             c.execute(f"INSERT INTO {mtable} VALUES (2)")
     assert mpool.query(f"SELECT id FROM {mtable}") == [(2,)]
+
+
+def test_text_and_binary_columns(mpool: dialpool.Pool, mtable: str) -> None:
+    """TEXT and BLOB, VARCHAR and VARBINARY share type codes: the column's
+    character set decides str or bytes, whatever the content (b"abc" is
+    valid UTF-8 and still bytes), in the text protocol (no parameters) and
+    the binary one (prepared, with parameters) alike."""
+    mpool.execute(
+        f"""CREATE TABLE {mtable} (
+            id INT, c CHAR(4), vc VARCHAR(10), tt TINYTEXT, t TEXT, mt MEDIUMTEXT, lt LONGTEXT,
+            vcb VARCHAR(10) COLLATE utf8mb4_bin, l VARCHAR(10) CHARACTER SET latin1,
+            e ENUM('abc', 'x'), st SET('abc', 'x'), j JSON,
+            b BINARY(4), vb VARBINARY(10), tb TINYBLOB, bl BLOB, mb MEDIUMBLOB, lb LONGBLOB
+        ) DEFAULT CHARSET=utf8mb4"""
+    )
+    texts = ("abc", "abc", "abc", "abc", "abc", "abc", "abc", "é", "abc", "abc", '"abc"')
+    blobs = (b"abc", b"abc", b"abc", b"abc", b"abc", b"abc")
+    row = (1, *texts, *blobs)
+    mpool.execute(f"INSERT INTO {mtable} VALUES ({', '.join(['%s'] * len(row))})", row)
+    mpool.execute(f"INSERT INTO {mtable} (id) VALUES (2)")
+    expected = list(row)
+    expected[len(texts) + 1] = b"abc\x00"  # BINARY(4) pads with zero bytes
+    text_rows = mpool.query(f"SELECT * FROM {mtable} ORDER BY id")
+    binary_rows = mpool.query(f"SELECT * FROM {mtable} WHERE id >= %s ORDER BY id", (0,))
+    for rows in (text_rows, binary_rows):
+        got, nulls = rows
+        assert [type(v) for v in got] == [type(v) for v in expected], got
+        assert list(got) == expected
+        assert nulls == (2,) + (None,) * (len(row) - 1)
+    # Expressions: string literals and conversions are text, hex literals,
+    # BINARY casts and bytes parameters (sent as UNHEX) are bytes.
+    exprs = "'abc', X'616263', CAST('abc' AS BINARY), CONVERT(X'616263' USING utf8mb4), HEX('a'), MD5('')"
+    want = ("abc", b"abc", b"abc", "abc", "61", "d41d8cd98f00b204e9800998ecf8427e")
+    [text_row] = mpool.query(f"SELECT {exprs}")
+    [binary_row] = mpool.query(f"SELECT {exprs}, %s, %s", (b"abc", "abc"))
+    assert text_row == want
+    assert binary_row == (*want, b"abc", "abc")
+    # What is not a string: numbers, temporals and NULL keep their types.
+    assert mpool.query("SELECT 1, 2.5, DATE('2024-01-02'), NULL") == [(1, Decimal("2.5"), dt.date(2024, 1, 2), None)]

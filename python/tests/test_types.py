@@ -35,6 +35,7 @@ ROUND_TRIPS = [
     "plain",
     "żółw 🐢 \\ ' \" %s",
     b"",
+    b"plain ascii, valid UTF-8",
     b"\x00\x01\xff binary \\x",
     bytearray(b"\x02\x03"),
     dt.date(2024, 2, 29),
@@ -169,3 +170,14 @@ def test_big_result(pool: dialpool.Pool) -> None:
 def test_unsupported_parameter_type(pool: dialpool.Pool) -> None:
     with pytest.raises(dialpool.InvalidArgument, match="cannot send a Python dict"):
         pool.query("SELECT %s", ({"a": 1},))
+
+
+def test_bytea_is_bytes_with_and_without_parameters(pool: dialpool.Pool, table: str) -> None:
+    # Valid UTF-8 too: bytea is bytes by its type, never guessed from content.
+    pool.execute(f"CREATE TABLE {table} (id int, b bytea, t text)")
+    pool.execute(f"INSERT INTO {table} VALUES (1, %s, %s), (2, NULL, NULL)", (b"abc", "abc"))
+    simple = pool.query(f"SELECT b, t FROM {table} ORDER BY id")
+    extended = pool.query(f"SELECT b, t FROM {table} WHERE id >= %s ORDER BY id", (0,))
+    assert simple == extended == [(b"abc", "abc"), (None, None)]
+    assert type(simple[0][0]) is bytes and type(extended[0][0]) is bytes
+    assert pool.query("SELECT 'abc'::bytea, convert_to('żółw', 'UTF8')") == [(b"abc", "żółw".encode())]

@@ -965,6 +965,7 @@ impl MysqlConnection {
                     columns.push(Column {
                         name: col.name_str().into_owned(),
                         type_id: u32::from(col.column_type() as u8),
+                        binary: value::holds_bytes(col.column_type(), col.character_set()),
                     });
                     metas.push(ColumnMeta {
                         kind: col.column_type(),

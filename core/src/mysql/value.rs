@@ -29,6 +29,29 @@ pub(super) struct ColumnMeta {
     pub length: u32,
 }
 
+/// The collation id of the `binary` character set.
+const BINARY_CHARSET: u16 = 63;
+
+/// Whether a column's values are bytes rather than text (see
+/// [`crate::rows::Column::binary`]). String and blob types share their codes
+/// between text and binary columns, so their character set decides. Numbers
+/// and temporals are also sent with charset 63 but are text, as is JSON
+/// (MySQL 8 labels it binary although it is always utf8mb4).
+pub(super) fn holds_bytes(kind: ColumnType, charset: u16) -> bool {
+    use ColumnType::*;
+    match kind {
+        MYSQL_TYPE_BIT | MYSQL_TYPE_GEOMETRY => true,
+        MYSQL_TYPE_VARCHAR
+        | MYSQL_TYPE_VAR_STRING
+        | MYSQL_TYPE_STRING
+        | MYSQL_TYPE_TINY_BLOB
+        | MYSQL_TYPE_MEDIUM_BLOB
+        | MYSQL_TYPE_LONG_BLOB
+        | MYSQL_TYPE_BLOB => charset == BINARY_CHARSET,
+        _ => false,
+    }
+}
+
 /// MariaDB's NOT_FIXED_DEC: decimals at or above this mean "as many as
 /// needed".
 const NOT_FIXED_DEC: u8 = 31;
@@ -487,6 +510,7 @@ mod tests {
                 .map(|i| crate::rows::Column {
                     name: format!("c{i}"),
                     type_id: 0,
+                    binary: false,
                 })
                 .collect(),
         );
@@ -507,15 +531,38 @@ mod tests {
     }
 
     #[test]
+    fn bytes_by_type_and_charset() {
+        use ColumnType::*;
+        // utf8mb4_general_ci is 45, latin1_swedish_ci 8.
+        for kind in [MYSQL_TYPE_BLOB, MYSQL_TYPE_VAR_STRING, MYSQL_TYPE_STRING] {
+            assert!(holds_bytes(kind, 63), "{kind:?}");
+            assert!(!holds_bytes(kind, 45), "{kind:?}");
+            assert!(!holds_bytes(kind, 8), "{kind:?}");
+        }
+        assert!(holds_bytes(MYSQL_TYPE_BIT, 63));
+        assert!(holds_bytes(MYSQL_TYPE_GEOMETRY, 63));
+        for kind in [
+            MYSQL_TYPE_LONG,
+            MYSQL_TYPE_NEWDECIMAL,
+            MYSQL_TYPE_DATETIME,
+            MYSQL_TYPE_JSON,
+        ] {
+            assert!(!holds_bytes(kind, 63), "{kind:?}");
+        }
+    }
+
+    #[test]
     fn text_rows_and_counts() {
         let mut r = QueryResult::new(vec![
             crate::rows::Column {
                 name: "a".into(),
                 type_id: 3,
+                binary: false,
             },
             crate::rows::Column {
                 name: "b".into(),
                 type_id: 253,
+                binary: false,
             },
         ]);
         text_row(&[1, b'7', 0xFB], 2, &mut r).expect("row");

@@ -615,6 +615,7 @@ impl PgConnection {
                         cols.push(Column {
                             name: f.name().to_string(),
                             type_id: f.type_oid(),
+                            binary: false,
                         });
                     }
                     result.set_columns(cols);

@@ -300,6 +300,7 @@ SQLSTATE_CLASSES: Dict[str, Type[DatabaseError]] = {
     "55": OperationalError,  # object not in prerequisite state
     "57": OperationalError,  # operator intervention
     "58": OperationalError,  # system error
+    "70": OperationalError,  # MySQL: statement interrupted (KILL QUERY, max_statement_time)
     "72": OperationalError,  # snapshot too old
     "F0": InternalError,  # configuration file error
     "HV": OperationalError,  # foreign data wrapper error
