@@ -19,9 +19,36 @@ package dialpool
 extern const dp_error *dp_error_source(const dp_error *err) __attribute__((weak));
 extern uint32_t dp_result_column_type(const dp_result *result, uintptr_t col) __attribute__((weak));
 extern int dp_result_last_insert_id(const dp_result *result, uint64_t *id) __attribute__((weak));
+extern dp_code dp_pool_open_with_events(const char *url, dp_event_fn callback, void *user_data,
+                                        dp_pool **pool, dp_error **err) __attribute__((weak));
+extern dp_code dp_pool_metrics_text(const dp_pool *pool, char **text, dp_error **err) __attribute__((weak));
+extern void dp_string_free(char *text) __attribute__((weak));
 
 static int dpg_have_error_source(void) { return dp_error_source != NULL; }
 static int dpg_have_column_type(void) { return dp_result_column_type != NULL; }
+static int dpg_have_events(void) { return dp_pool_open_with_events != NULL; }
+static int dpg_have_metrics(void) { return dp_pool_metrics_text != NULL && dp_string_free != NULL; }
+
+// The pool's event callback: hands the event to Go (events.go) with the
+// cgo.Handle of the Go func, carried in user_data.
+extern void dialpoolGoEvent(dp_event *event, uintptr_t handle);
+static void dpg_on_event(const dp_event *event, void *user_data) {
+	dialpoolGoEvent((dp_event *)event, (uintptr_t)user_data);
+}
+
+static dp_code dpg_pool_open_events(const char *url, uintptr_t handle, dp_pool **pool, dp_error **err) {
+	if (dp_pool_open_with_events == NULL) return DP_INTERNAL;
+	return dp_pool_open_with_events(url, dpg_on_event, (void *)handle, pool, err);
+}
+
+// The metrics text copied into Go memory by the caller, then freed here.
+static dp_code dpg_metrics_text(const dp_pool *pool, char **text, dp_error **err) {
+	if (dp_pool_metrics_text == NULL) return DP_INTERNAL;
+	return dp_pool_metrics_text(pool, text, err);
+}
+static void dpg_string_free(char *text) {
+	if (dp_string_free != NULL) dp_string_free(text);
+}
 
 // Every field of an error, read in one crossing.
 typedef struct {
@@ -128,6 +155,7 @@ import "C"
 import (
 	"context"
 	"errors"
+	"runtime/cgo"
 	"sync"
 	"time"
 	"unsafe"
@@ -137,6 +165,8 @@ import (
 var (
 	haveErrorSource = C.dpg_have_error_source() != 0
 	haveColumnType  = C.dpg_have_column_type() != 0
+	haveEvents      = C.dpg_have_events() != 0
+	haveMetrics     = C.dpg_have_metrics() != 0
 )
 
 // Version is the version of the linked dialpool library, e.g. "0.1.0".
@@ -252,17 +282,32 @@ func (c *callCtx) end() {
 type cpool struct {
 	mu sync.RWMutex
 	p  *C.dp_pool
+	// events holds the event func for the C callback (0: none); deleted
+	// once dp_pool_close has returned, after which the library no longer
+	// calls back.
+	events cgo.Handle
 }
 
-func openPool(url string) (*cpool, error) {
+func openPool(url string, onEvent func(Event)) (*cpool, error) {
 	curl := C.CString(url)
 	defer C.free(unsafe.Pointer(curl))
 	var p *C.dp_pool
 	var e *C.dp_error
-	if code := C.dp_pool_open(curl, &p, &e); code != C.DP_OK {
+	if onEvent == nil {
+		if code := C.dp_pool_open(curl, &p, &e); code != C.DP_OK {
+			return nil, takeError(Code(code), e)
+		}
+		return &cpool{p: p}, nil
+	}
+	if !haveEvents {
+		return nil, &Error{Code: CodeInvalidState, Message: "dialpool: the linked library has no pool events (dp_pool_open_with_events): rebuild target/release/libdialpool.a", Elapsed: -1}
+	}
+	h := cgo.NewHandle(onEvent)
+	if code := C.dpg_pool_open_events(curl, C.uintptr_t(h), &p, &e); code != C.DP_OK {
+		h.Delete()
 		return nil, takeError(Code(code), e)
 	}
-	return &cpool{p: p}, nil
+	return &cpool{p: p, events: h}, nil
 }
 
 // close closes the pool: idle connections are closed, connections still
@@ -271,10 +316,35 @@ func (p *cpool) close() {
 	p.mu.Lock()
 	h := p.p
 	p.p = nil
+	events := p.events
+	p.events = 0
 	p.mu.Unlock()
 	if h != nil {
 		C.dp_pool_close(h)
 	}
+	if events != 0 {
+		events.Delete()
+	}
+}
+
+func (p *cpool) metricsText() (string, error) {
+	if !haveMetrics {
+		return "", &Error{Code: CodeInvalidState, Message: "dialpool: the linked library has no metrics (dp_pool_metrics_text): rebuild target/release/libdialpool.a", Elapsed: -1}
+	}
+	p.mu.RLock()
+	if p.p == nil {
+		p.mu.RUnlock()
+		return "", errPoolClosedLocally()
+	}
+	var text *C.char
+	var e *C.dp_error
+	code := C.dpg_metrics_text(p.p, &text, &e)
+	p.mu.RUnlock()
+	if code != C.DP_OK {
+		return "", takeError(Code(code), e)
+	}
+	defer C.dpg_string_free(text)
+	return C.GoString(text), nil
 }
 
 func (p *cpool) stats() (PoolStats, error) {

@@ -49,7 +49,7 @@ func diagRun(b *testing.B, op func() error) {
 // AfterFunc), and a deadline plus one goroutine started and ended around
 // the call, as database/sql does for every Rows of a cancellable context.
 func BenchmarkDiagStatement(b *testing.B) {
-	p, err := openPool(diagURL(b))
+	p, err := openPool(diagURL(b), nil)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -117,7 +117,7 @@ func BenchmarkDiagStatement(b *testing.B) {
 
 // A non-blocking cgo call (dp_pool_stats): the cost of one crossing.
 func BenchmarkDiagCgoCrossing(b *testing.B) {
-	p, err := openPool(diagURL(b))
+	p, err := openPool(diagURL(b), nil)
 	if err != nil {
 		b.Fatal(err)
 	}

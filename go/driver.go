@@ -79,9 +79,14 @@ var (
 
 // NewConnector opens a core pool for url (postgres://, postgresql://,
 // mysql://, mariadb://, with the options of the URL form). No connection is
-// made yet. An invalid URL is an *Error with CodeInvalidArgument.
-func NewConnector(url string) (*Connector, error) {
-	p, err := openPool(url)
+// made yet. An invalid URL is an *Error with CodeInvalidArgument. opts:
+// WithEvents.
+func NewConnector(url string, opts ...Option) (*Connector, error) {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
+	p, err := openPool(url, o.onEvent)
 	if err != nil {
 		return nil, err
 	}
@@ -93,9 +98,9 @@ func NewConnector(url string) (*Connector, error) {
 
 // OpenDB opens a *sql.DB over a core pool for url. database/sql keeps up
 // to 64 idle handles, which hold no database connection (see the package
-// documentation).
-func OpenDB(url string) (*sql.DB, error) {
-	c, err := NewConnector(url)
+// documentation). opts: WithEvents.
+func OpenDB(url string, opts ...Option) (*sql.DB, error) {
+	c, err := NewConnector(url, opts...)
 	if err != nil {
 		return nil, err
 	}
@@ -127,6 +132,15 @@ func (c *Connector) Close() error {
 // Stats returns the core pool's numbers.
 func (c *Connector) Stats() (PoolStats, error) {
 	return c.pool.stats()
+}
+
+// MetricsText returns the core pool's numbers and latency histograms in the
+// Prometheus text exposition format, under the OpenTelemetry
+// database-client names (db_client_connection_count,
+// db_client_connection_wait_time_seconds, …) plus dialpool's own
+// (dialpool_dial_duration_seconds, …).
+func (c *Connector) MetricsText() (string, error) {
+	return c.pool.metricsText()
 }
 
 func (c *Connector) newConn() *conn {
@@ -572,6 +586,47 @@ type PoolStats struct {
 	Leaks             int64 // leak_threshold warnings
 
 	MaxIdleTime time.Duration // the max_idle_time in force (0: off)
+}
+
+// MetricsText returns the core pool's metrics in the Prometheus text
+// format (see Connector.MetricsText) for a DB opened with the dialpool
+// driver. Serve it from a /metrics handler:
+//
+//	http.HandleFunc("/metrics", func(w http.ResponseWriter, r *http.Request) {
+//		text, err := dialpool.MetricsText(db)
+//		if err != nil {
+//			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+//			return
+//		}
+//		w.Header().Set("Content-Type", "text/plain; version=0.0.4")
+//		io.WriteString(w, text)
+//	})
+func MetricsText(db *sql.DB) (string, error) {
+	var out string
+	err := withConnector(db, "MetricsText", func(c *Connector) error {
+		var err error
+		out, err = c.MetricsText()
+		return err
+	})
+	return out, err
+}
+
+// withConnector runs f with the Connector of a DB opened with the dialpool
+// driver, through a handle it takes for a moment (which holds no database
+// connection).
+func withConnector(db *sql.DB, what string, f func(*Connector) error) error {
+	c, err := db.Conn(context.Background())
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	return c.Raw(func(dc any) error {
+		cn, ok := dc.(*conn)
+		if !ok {
+			return fmt.Errorf("dialpool.%s: the DB's driver is %T, not dialpool", what, db.Driver())
+		}
+		return f(cn.cn)
+	})
 }
 
 // Stats returns the core pool's numbers for a DB opened with the dialpool

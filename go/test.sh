@@ -35,6 +35,10 @@ trap 'rm -f "$log"' EXIT
 set +e
 go test -race -count=1 -v ./... 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
+# The OpenTelemetry example is a module of its own, so that its
+# dependencies stay out of the binding's go.mod.
+(cd examples/otel && go vet ./... && go test -race -count=1 -v ./...) 2>&1 | tee -a "$log"
+[ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 set -e
 sed -n 's/^ *[a-z_]*_test\.go:[0-9]*: \(SKIPPED .*\)/\1/p' "$log"
 passed=$(grep -cE '^ *--- PASS:' "$log" || true)

@@ -62,6 +62,30 @@ typedef enum dp_layer {
   DP_LAYER_QUERY = 4,
 } dp_layer;
 
+// What a pool event reports (`dp_event.kind`). Kinds may be added in later
+// versions: ignore the ones you do not know.
+typedef enum dp_event_kind {
+  // A connect began (in the background).
+  DP_EVENT_CONNECT_START = 1,
+  // A connect ended: `error` is NULL on success; `elapsed_us` is its
+  // time; `dns_us`, `tcp_us`, `tls_us` the dial phases it went through.
+  DP_EVENT_CONNECT = 2,
+  // A caller got a connection after waiting `elapsed_us`.
+  DP_EVENT_ACQUIRE = 3,
+  // A caller gave its connection back after holding it `elapsed_us`.
+  DP_EVENT_RELEASE = 4,
+  // The pool closed a connection aged `elapsed_us`, for `reason`.
+  DP_EVENT_CLOSE = 5,
+  // An acquire failed with DP_ACQUIRE_TIMEOUT (`error`) after
+  // `elapsed_us`.
+  DP_EVENT_ACQUIRE_TIMEOUT = 6,
+  // A connection has been held `elapsed_us`, longer than leak_threshold.
+  DP_EVENT_LEAK = 7,
+  // A setting was lowered to what the server allows: `option` went from
+  // `previous_us` to `value_us` because of `why`.
+  DP_EVENT_ADJUSTED = 8,
+} dp_event_kind;
+
 // A connection checked out of a pool. Use it from one thread at a time;
 // cancel its calls from another thread through their `dp_ctx`.
 typedef struct dp_conn dp_conn;
@@ -80,6 +104,39 @@ typedef struct dp_pool dp_pool;
 // A query result, read-only. Strings it returns stay valid until
 // `dp_result_free`.
 typedef struct dp_result dp_result;
+
+// One pool event, passed to the callback. Everything it points to is valid
+// during the callback only: copy what you keep. Fields a kind does not use
+// are -1 (durations) or NULL. Fields may be appended in later versions.
+typedef struct dp_event {
+  enum dp_event_kind kind;
+  // Microseconds: the connect's time, the acquire's wait, the time held
+  // (release, leak), the connection's age (close), the wait before an
+  // acquire timeout.
+  int64_t elapsed_us;
+  // DP_EVENT_CONNECT that failed, DP_EVENT_ACQUIRE_TIMEOUT: the error
+  // (read it with the dp_error_* accessors; do not free it).
+  const struct dp_error *error;
+  // DP_EVENT_CLOSE: "max_lifetime", "max_idle_time", "max_idle", "dead"
+  // (the server or a proxy closed it), "broken" or "pool_closed".
+  const char *reason;
+  // DP_EVENT_ACQUIRE, DP_EVENT_LEAK: the label given at acquire, or NULL.
+  const char *label;
+  // DP_EVENT_CONNECT: name resolution (-1 for an IP address), TCP
+  // connect and TLS handshake (-1 without TLS), in microseconds.
+  int64_t dns_us;
+  int64_t tcp_us;
+  int64_t tls_us;
+  // DP_EVENT_ADJUSTED: the option ("max_idle_time"), its value before
+  // (-1: off) and after, in microseconds, and why.
+  const char *option;
+  int64_t previous_us;
+  int64_t value_us;
+  const char *why;
+} dp_event;
+
+// Receives the pool's events (see `dp_pool_open_with_events`).
+typedef void (*dp_event_fn)(const struct dp_event *event, void *user_data);
 
 // The pool's numbers, filled by `dp_pool_stats`.
 typedef struct dp_stats {
@@ -176,10 +233,37 @@ void dp_ctx_free(struct dp_ctx *ctx);
 // pool, to be closed with `dp_pool_close`. Thread-safe.
 enum dp_code dp_pool_open(const char *url, struct dp_pool **pool, struct dp_error **err);
 
+// As `dp_pool_open`, with `callback` receiving the pool's events (connects,
+// acquires, releases, closes with their reason, acquire timeouts, leaks,
+// settings adjusted to the server) with `user_data`. NULL `callback`: no
+// events, as `dp_pool_open`.
+//
+// The callback runs synchronously on the thread where the event happens —
+// a dialpool runtime thread (connects, closes, background work) or the
+// thread calling dp_pool_acquire, dp_pool_query or dp_conn_release — and
+// may run on several threads at once; never under the pool's lock. It
+// must return quickly and must not block: it holds up the pool's work on
+// that thread. It must not call dp_pool_close on this pool nor a blocking
+// dialpool call (inside dialpool's own work those fail with
+// DP_INVALID_STATE). It is not called any more once dp_pool_close has returned, so
+// `user_data` may be freed then. Thread-safe.
+enum dp_code dp_pool_open_with_events(const char *url,
+                                      dp_event_fn callback,
+                                      void *user_data,
+                                      struct dp_pool **pool,
+                                      struct dp_error **err);
+
+// The name of an event kind, e.g. "connect", "acquire_timeout" (the names
+// the Python and Go bindings use); "unknown" for another number. Static
+// storage; thread-safe. (An int, not the enum: any number is safe to pass.)
+const char *dp_event_kind_name(int kind);
+
 // Closes the pool and frees the handle: idle connections are closed at
 // once, waiters get DP_POOL_CLOSED, connections still checked out are
 // closed when released (their dp_conn handles stay valid until then).
-// NULL is a no-op.
+// The event callback (dp_pool_open_with_events) gets the idle
+// connections' close events, then is never called again: this returns
+// once no call of it is running. NULL is a no-op.
 void dp_pool_close(struct dp_pool *pool);
 
 // Checks out a connection within the earlier of acquire_timeout and the
@@ -214,6 +298,19 @@ enum dp_code dp_pool_execute(const struct dp_pool *pool,
 enum dp_code dp_pool_stats(const struct dp_pool *pool,
                            struct dp_stats *stats,
                            struct dp_error **err);
+
+// The pool's metrics in the Prometheus text exposition format (version
+// 0.0.4), under the OpenTelemetry database-client names as the
+// OpenTelemetry Prometheus exporter writes them (db_client_connection_count,
+// db_client_connection_wait_time_seconds, …) plus dialpool's own
+// (dialpool_dial_duration_seconds, …). On success `*text` is a
+// NUL-terminated string the caller frees with `dp_string_free`.
+// Thread-safe, non-blocking.
+enum dp_code dp_pool_metrics_text(const struct dp_pool *pool, char **text, struct dp_error **err);
+
+// Frees a string the library gave the caller (dp_pool_metrics_text). NULL
+// is a no-op.
+void dp_string_free(char *text);
 
 // Gives the connection back to its pool (rolled back first when a
 // transaction is open) and frees the handle. Never blocks. NULL is a no-op.

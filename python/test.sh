@@ -21,10 +21,11 @@ py="$venv/bin/python"
 # The maturin build backend runs the `maturin` program from PATH.
 export PATH="$venv/bin:$PATH"
 
-if ! "$py" -c 'import maturin, pytest' 2>/dev/null; then
-    echo "test.sh: installing maturin and pytest into the venv"
+# prometheus_client: its text-format parser reads Pool.metrics_text() in the tests.
+if ! "$py" -c 'import maturin, pytest, prometheus_client' 2>/dev/null; then
+    echo "test.sh: installing maturin, pytest and prometheus_client into the venv"
     "$py" -m pip install --quiet --disable-pip-version-check --upgrade pip
-    "$py" -m pip install --quiet --disable-pip-version-check 'maturin>=1.7,<2' 'pytest>=7'
+    "$py" -m pip install --quiet --disable-pip-version-check 'maturin>=1.7,<2' 'pytest>=7' 'prometheus_client>=0.20'
 fi
 
 # A release build from the source tree: what `pip install ./python` does,

@@ -2,8 +2,9 @@
 //! opened from one URL, and the [`Connection`]s it hands out. Which database
 //! is behind the URL does not change the API, the errors or the limits.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::config::{Config, DbKind};
 use crate::deadline::{CancelToken, Deadline};
@@ -11,7 +12,9 @@ use crate::dial::PhaseTimings;
 use crate::error::{Error, Result};
 use crate::mysql::{MysqlConnection, MysqlConnector};
 use crate::pg::{PgConnection, PgConnector};
-use crate::pool::{self, EventHandler, Liveness, ReleaseState, Stats};
+use crate::pool::{
+    self, EventHandler, Liveness, MetricLabels, MetricsSnapshot, ReleaseState, Stats,
+};
 use crate::rows::QueryResult;
 
 /// A deadline and a cancel signal together: what a Go ctx, a C `dp_ctx` or
@@ -217,6 +220,8 @@ impl Session {
 /// Opens sessions for the pool.
 pub struct DbManager {
     connector: Connector,
+    /// A mysql:// server said it is MariaDB (for the metrics' db.system.name).
+    mariadb: AtomicBool,
 }
 
 enum Connector {
@@ -235,7 +240,19 @@ impl DbManager {
                 ))
             }
         };
-        Ok(DbManager { connector })
+        Ok(DbManager {
+            connector,
+            mariadb: AtomicBool::new(false),
+        })
+    }
+
+    /// The OpenTelemetry `db.system.name` of the sessions.
+    fn db_system(&self) -> &'static str {
+        match &self.connector {
+            Connector::Postgres(_) => "postgresql",
+            Connector::Mysql(_) if self.mariadb.load(Ordering::Relaxed) => "mariadb",
+            Connector::Mysql(_) => "mysql",
+        }
     }
 }
 
@@ -245,7 +262,13 @@ impl pool::Manager for DbManager {
     async fn connect(&self) -> Result<Session> {
         match &self.connector {
             Connector::Postgres(c) => c.connect(None).await.map(Session::Postgres),
-            Connector::Mysql(c) => c.connect(None).await.map(Session::Mysql),
+            Connector::Mysql(c) => {
+                let session = c.connect(None).await?;
+                if session.server_version().contains("MariaDB") {
+                    self.mariadb.store(true, Ordering::Relaxed);
+                }
+                Ok(Session::Mysql(session))
+            }
         }
     }
 
@@ -289,6 +312,8 @@ impl pool::Manager for DbManager {
 pub struct Pool {
     inner: pool::Pool<DbManager>,
     config: Arc<Config>,
+    /// `db.client.connection.pool.name` in the metrics.
+    name: Arc<str>,
 }
 
 /// A session checked out of a [`Pool`]; goes back when dropped.
@@ -319,7 +344,12 @@ impl Pool {
         let config = Arc::new(config);
         let manager = DbManager::new(config.clone())?;
         let inner = pool::Pool::with_handle(manager, config.pool.clone(), handle, events);
-        Ok(Pool { inner, config })
+        let name = Arc::from(pool_name(&config));
+        Ok(Pool {
+            inner,
+            config,
+            name,
+        })
     }
 
     /// Opens a pool on dialpool's internal runtime (for the blocking
@@ -386,6 +416,27 @@ impl Pool {
         self.inner.stats()
     }
 
+    /// The pool's numbers and latency histograms as they are now.
+    pub fn metrics(&self) -> MetricsSnapshot {
+        self.inner.metrics()
+    }
+
+    /// What names this pool's series: the `pool_name` option (default
+    /// `host:port/dbname`) and the database system.
+    pub fn metric_labels(&self) -> MetricLabels {
+        MetricLabels {
+            pool_name: self.name.to_string(),
+            db_system: self.inner.manager().db_system(),
+        }
+    }
+
+    /// The pool's metrics in the Prometheus text exposition format, under
+    /// the OpenTelemetry database-client names (see [`metrics_text`] for
+    /// several pools in one scrape).
+    pub fn metrics_text(&self) -> String {
+        metrics_text(&[self])
+    }
+
     /// Closes the pool (see [`pool::Pool::close`]). Idempotent.
     pub fn close(&self) {
         self.inner.close()
@@ -394,6 +445,39 @@ impl Pool {
     pub fn is_closed(&self) -> bool {
         self.inner.is_closed()
     }
+}
+
+/// Several pools' metrics in one Prometheus text: each family once, with a
+/// series per pool (tell pools to the same database apart with `pool_name`).
+pub fn metrics_text(pools: &[&Pool]) -> String {
+    let taken: Vec<(MetricLabels, MetricsSnapshot)> = pools
+        .iter()
+        .map(|p| (p.metric_labels(), p.metrics()))
+        .collect();
+    let refs: Vec<(&MetricLabels, &MetricsSnapshot)> = taken.iter().map(|(l, m)| (l, m)).collect();
+    pool::render_prometheus(&refs)
+}
+
+/// The `pool_name` option, or the form the OpenTelemetry conventions
+/// suggest: `host:port/dbname` (PostgreSQL's database defaults to the user).
+fn pool_name(config: &Config) -> String {
+    if let Some(name) = &config.pool_name {
+        return name.clone();
+    }
+    let mut name = match config.hosts.first() {
+        Some(h) if h.host.contains(':') => format!("[{}]:{}", h.host, h.port),
+        Some(h) => format!("{}:{}", h.host, h.port),
+        None => String::new(),
+    };
+    let db = match config.kind {
+        DbKind::Postgres => config.dbname.as_ref().or(config.user.as_ref()),
+        _ => config.dbname.as_ref(),
+    };
+    if let Some(db) = db {
+        name.push('/');
+        name.push_str(db);
+    }
+    name
 }
 
 impl std::fmt::Debug for Pool {
@@ -419,7 +503,13 @@ impl Connection {
         params: &[Option<&str>],
         ctx: &Ctx,
     ) -> Result<QueryResult> {
-        self.pooled.query(sql, params, ctx).await
+        // Two clock reads per statement: nothing beside a network round trip.
+        let start = Instant::now();
+        let result = self.pooled.query(sql, params, ctx).await;
+        self.pooled
+            .metrics()
+            .record_statement(start.elapsed(), result.as_ref().map(|_| ()));
+        result
     }
 
     /// The affected row count of a statement.

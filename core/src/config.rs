@@ -192,6 +192,8 @@ pub struct Config {
     pub application_name: Option<String>,
     pub options: Option<String>,
     pub statement_cache: u32,
+    /// The pool's name in its metrics; `None`: `host:port/dbname`.
+    pub pool_name: Option<String>,
     /// Options as the user gave them (after overrides), for `Display`.
     given: BTreeMap<&'static str, String>,
     /// Whether `max_idle` was set explicitly (otherwise it follows `max_open`).
@@ -328,6 +330,9 @@ pub static OPTIONS: &[OptionSpec] = &[
     spec!("leak_threshold", Kind::Duration, "pool", "0 (off)",
         "A connection held longer than this produces one leak warning.",
         "Only the application knows how long is too long."),
+    spec!("pool_name", Kind::Text, "pool", "host:port/dbname",
+        "The pool's name in its metrics (the db.client.connection.pool.name label).",
+        "The form OpenTelemetry's conventions suggest; name pools apart when one program has two for the same database."),
     spec!("query_timeout", Kind::Duration, "query", "0 (off)",
         "Time for a statement; when it passes the statement is cancelled on the server.",
         "How long a statement may run is the application's choice; a caller deadline applies anyway."),
@@ -440,6 +445,7 @@ impl Default for Config {
             application_name: None,
             options: None,
             statement_cache: 100,
+            pool_name: None,
             given: BTreeMap::new(),
             max_idle_given: false,
         }
@@ -674,6 +680,7 @@ impl Config {
             "application_name" => self.application_name = Some(text()?),
             "options" => self.options = Some(text()?),
             "statement_cache" => self.statement_cache = int()?,
+            "pool_name" => self.pool_name = Some(text()?),
             "dbname" => self.dbname = Some(text()?),
             "user" => self.user = Some(text()?),
             "password" => {

@@ -18,7 +18,7 @@ pub mod runtime;
 pub mod stmt_cache;
 pub mod stream;
 
-pub use client::{Connection, Ctx, Pool, Session};
+pub use client::{metrics_text, Connection, Ctx, Pool, Session};
 pub use config::Config;
 pub use deadline::Deadline;
 pub use dial::{Connected, Dialer, PhaseTimings};

@@ -12,12 +12,14 @@
 // NULL and documents what it reads and writes.
 #![allow(clippy::not_unsafe_ptr_arg_deref)]
 
-use std::ffi::{c_char, c_int, CStr, CString};
+use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use dialpool::deadline::{CancelToken, CALLER};
+use dialpool::pool::{CloseReason, Event, EventHandler};
 use dialpool::{Code, Config, Ctx, Deadline, Error, Layer};
 
 /// Result codes. `DP_OK` is 0; the others have the numbers of the core's
@@ -112,6 +114,8 @@ pub struct dp_ctx {
 /// A connection pool. Thread-safe: any thread may use it at any time.
 pub struct dp_pool {
     pool: dialpool::Pool,
+    /// The event callback given at open, closed by `dp_pool_close`.
+    events: Option<Arc<CEvents>>,
 }
 
 /// A connection checked out of a pool. Use it from one thread at a time;
@@ -156,6 +160,210 @@ pub struct dp_stats {
     pub leaks: u64,
     /// The max_idle_time in force in microseconds (0: off).
     pub max_idle_time_us: u64,
+}
+
+/// What a pool event reports (`dp_event.kind`). Kinds may be added in later
+/// versions: ignore the ones you do not know.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum dp_event_kind {
+    /// A connect began (in the background).
+    DP_EVENT_CONNECT_START = 1,
+    /// A connect ended: `error` is NULL on success; `elapsed_us` is its
+    /// time; `dns_us`, `tcp_us`, `tls_us` the dial phases it went through.
+    DP_EVENT_CONNECT = 2,
+    /// A caller got a connection after waiting `elapsed_us`.
+    DP_EVENT_ACQUIRE = 3,
+    /// A caller gave its connection back after holding it `elapsed_us`.
+    DP_EVENT_RELEASE = 4,
+    /// The pool closed a connection aged `elapsed_us`, for `reason`.
+    DP_EVENT_CLOSE = 5,
+    /// An acquire failed with DP_ACQUIRE_TIMEOUT (`error`) after
+    /// `elapsed_us`.
+    DP_EVENT_ACQUIRE_TIMEOUT = 6,
+    /// A connection has been held `elapsed_us`, longer than leak_threshold.
+    DP_EVENT_LEAK = 7,
+    /// A setting was lowered to what the server allows: `option` went from
+    /// `previous_us` to `value_us` because of `why`.
+    DP_EVENT_ADJUSTED = 8,
+}
+
+/// One pool event, passed to the callback. Everything it points to is valid
+/// during the callback only: copy what you keep. Fields a kind does not use
+/// are -1 (durations) or NULL. Fields may be appended in later versions.
+#[repr(C)]
+pub struct dp_event {
+    pub kind: dp_event_kind,
+    /// Microseconds: the connect's time, the acquire's wait, the time held
+    /// (release, leak), the connection's age (close), the wait before an
+    /// acquire timeout.
+    pub elapsed_us: i64,
+    /// DP_EVENT_CONNECT that failed, DP_EVENT_ACQUIRE_TIMEOUT: the error
+    /// (read it with the dp_error_* accessors; do not free it).
+    pub error: *const dp_error,
+    /// DP_EVENT_CLOSE: "max_lifetime", "max_idle_time", "max_idle", "dead"
+    /// (the server or a proxy closed it), "broken" or "pool_closed".
+    pub reason: *const c_char,
+    /// DP_EVENT_ACQUIRE, DP_EVENT_LEAK: the label given at acquire, or NULL.
+    pub label: *const c_char,
+    /// DP_EVENT_CONNECT: name resolution (-1 for an IP address), TCP
+    /// connect and TLS handshake (-1 without TLS), in microseconds.
+    pub dns_us: i64,
+    pub tcp_us: i64,
+    pub tls_us: i64,
+    /// DP_EVENT_ADJUSTED: the option ("max_idle_time"), its value before
+    /// (-1: off) and after, in microseconds, and why.
+    pub option: *const c_char,
+    pub previous_us: i64,
+    pub value_us: i64,
+    pub why: *const c_char,
+}
+
+/// Receives the pool's events (see `dp_pool_open_with_events`).
+pub type dp_event_fn = Option<unsafe extern "C" fn(event: *const dp_event, user_data: *mut c_void)>;
+
+/// The caller's `user_data`, handed back untouched; the caller promised it
+/// may be used from any thread.
+struct UserData(*mut c_void);
+// SAFETY: only passed back to the caller's callback, which the API
+// documents as called from any thread.
+unsafe impl Send for UserData {}
+// SAFETY: as above; dialpool never dereferences it.
+unsafe impl Sync for UserData {}
+
+/// The C callback as the core's event handler.
+struct CEvents {
+    callback: unsafe extern "C" fn(*const dp_event, *mut c_void),
+    user_data: UserData,
+    /// True until `dp_pool_close`. Each call holds it for reading and close
+    /// takes it for writing, so once close has returned no call is running
+    /// and none starts: the caller may free `user_data` then.
+    open: RwLock<bool>,
+}
+
+fn micros(d: Duration) -> i64 {
+    i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
+}
+
+fn micros_opt(d: Option<Duration>) -> i64 {
+    d.map_or(-1, micros)
+}
+
+fn close_reason_name(reason: CloseReason) -> &'static CStr {
+    match reason {
+        CloseReason::MaxLifetime => c"max_lifetime",
+        CloseReason::MaxIdleTime => c"max_idle_time",
+        CloseReason::MaxIdle => c"max_idle",
+        CloseReason::Dead => c"dead",
+        CloseReason::Broken => c"broken",
+        CloseReason::PoolClosed => c"pool_closed",
+    }
+}
+
+impl CEvents {
+    fn deliver(&self, event: &Event<'_>) {
+        let text = |s: &str| CString::new(s.replace('\0', " ")).unwrap_or_default();
+        let mut ev = dp_event {
+            kind: dp_event_kind::DP_EVENT_CONNECT_START,
+            elapsed_us: -1,
+            error: ptr::null(),
+            reason: ptr::null(),
+            label: ptr::null(),
+            dns_us: -1,
+            tcp_us: -1,
+            tls_us: -1,
+            option: ptr::null(),
+            previous_us: -1,
+            value_us: -1,
+            why: ptr::null(),
+        };
+        // Owners of what `ev` points to, alive until the callback returns.
+        let mut error: Option<Box<dp_error>> = None;
+        let mut label: Option<CString> = None;
+        let mut option: Option<CString> = None;
+        let mut why: Option<CString> = None;
+        match event {
+            Event::ConnectStart => {}
+            Event::ConnectEnd {
+                elapsed,
+                result,
+                timings,
+            } => {
+                ev.kind = dp_event_kind::DP_EVENT_CONNECT;
+                ev.elapsed_us = micros(*elapsed);
+                if let Some(t) = timings {
+                    ev.dns_us = micros_opt(t.dns);
+                    ev.tcp_us = micros_opt(t.connect);
+                    ev.tls_us = micros_opt(t.tls);
+                }
+                if let Err(e) = result {
+                    error = Some(boxed_error((*e).clone()));
+                }
+            }
+            Event::Acquire { wait, label: l } => {
+                ev.kind = dp_event_kind::DP_EVENT_ACQUIRE;
+                ev.elapsed_us = micros(*wait);
+                label = l.map(text);
+            }
+            Event::Release { held } => {
+                ev.kind = dp_event_kind::DP_EVENT_RELEASE;
+                ev.elapsed_us = micros(*held);
+            }
+            Event::Close { reason, age } => {
+                ev.kind = dp_event_kind::DP_EVENT_CLOSE;
+                ev.elapsed_us = micros(*age);
+                ev.reason = close_reason_name(*reason).as_ptr();
+            }
+            Event::AcquireTimeout { error: e } => {
+                ev.kind = dp_event_kind::DP_EVENT_ACQUIRE_TIMEOUT;
+                ev.elapsed_us = micros_opt(e.elapsed());
+                error = Some(boxed_error((*e).clone()));
+            }
+            Event::Leak { held, label: l } => {
+                ev.kind = dp_event_kind::DP_EVENT_LEAK;
+                ev.elapsed_us = micros(*held);
+                label = l.map(text);
+            }
+            Event::Adjusted {
+                option: o,
+                from,
+                to,
+                why: w,
+            } => {
+                ev.kind = dp_event_kind::DP_EVENT_ADJUSTED;
+                ev.previous_us = micros_opt(*from);
+                ev.value_us = micros(*to);
+                option = Some(text(o));
+                why = Some(text(w));
+            }
+            // A kind this library does not pass on yet.
+            _ => return,
+        }
+        ev.error = error
+            .as_deref()
+            .map_or(ptr::null(), |e| e as *const dp_error);
+        ev.label = label.as_ref().map_or(ptr::null(), |s| s.as_ptr());
+        ev.option = option.as_ref().map_or(ptr::null(), |s| s.as_ptr());
+        ev.why = why.as_ref().map_or(ptr::null(), |s| s.as_ptr());
+        // SAFETY: the caller's callback with its own user_data, given a
+        // pointer to an event that outlives the call.
+        unsafe { (self.callback)(&ev, self.user_data.0) };
+    }
+
+    /// Stops the calls; waits for those running (see `open`).
+    fn close(&self) {
+        *self.open.write().unwrap_or_else(|p| p.into_inner()) = false;
+    }
+}
+
+impl EventHandler for CEvents {
+    fn event(&self, event: &Event<'_>) {
+        let open = self.open.read().unwrap_or_else(|p| p.into_inner());
+        if *open {
+            // A panic here must not unwind into the pool's caller.
+            let _ = catch_unwind(AssertUnwindSafe(|| self.deliver(event)));
+        }
+    }
 }
 
 fn boxed_error(error: Error) -> Box<dp_error> {
@@ -547,15 +755,83 @@ pub extern "C" fn dp_pool_open(
     guard(err, || {
         let config = Config::parse(text(url, "url")?)?;
         let p = dialpool::Pool::open_blocking(config, None)?;
-        write_out(pool, Box::new(dp_pool { pool: p }));
+        write_out(
+            pool,
+            Box::new(dp_pool {
+                pool: p,
+                events: None,
+            }),
+        );
         Ok(())
     })
+}
+
+/// As `dp_pool_open`, with `callback` receiving the pool's events (connects,
+/// acquires, releases, closes with their reason, acquire timeouts, leaks,
+/// settings adjusted to the server) with `user_data`. NULL `callback`: no
+/// events, as `dp_pool_open`.
+///
+/// The callback runs synchronously on the thread where the event happens —
+/// a dialpool runtime thread (connects, closes, background work) or the
+/// thread calling dp_pool_acquire, dp_pool_query or dp_conn_release — and
+/// may run on several threads at once; never under the pool's lock. It
+/// must return quickly and must not block: it holds up the pool's work on
+/// that thread. It must not call dp_pool_close on this pool nor a blocking
+/// dialpool call (inside dialpool's own work those fail with
+/// DP_INVALID_STATE). It is not called any more once dp_pool_close has returned, so
+/// `user_data` may be freed then. Thread-safe.
+#[no_mangle]
+pub extern "C" fn dp_pool_open_with_events(
+    url: *const c_char,
+    callback: dp_event_fn,
+    user_data: *mut c_void,
+    pool: *mut *mut dp_pool,
+    err: *mut *mut dp_error,
+) -> dp_code {
+    if pool.is_null() {
+        return invalid(err, "pool (the out-pointer) is NULL");
+    }
+    guard(err, || {
+        let config = Config::parse(text(url, "url")?)?;
+        let events = callback.map(|callback| {
+            Arc::new(CEvents {
+                callback,
+                user_data: UserData(user_data),
+                open: RwLock::new(true),
+            })
+        });
+        let handler = events.clone().map(|e| -> Arc<dyn EventHandler> { e });
+        let p = dialpool::Pool::open_blocking(config, handler)?;
+        write_out(pool, Box::new(dp_pool { pool: p, events }));
+        Ok(())
+    })
+}
+
+/// The name of an event kind, e.g. "connect", "acquire_timeout" (the names
+/// the Python and Go bindings use); "unknown" for another number. Static
+/// storage; thread-safe. (An int, not the enum: any number is safe to pass.)
+#[no_mangle]
+pub extern "C" fn dp_event_kind_name(kind: c_int) -> *const c_char {
+    let name: &'static CStr = match kind {
+        1 => c"connect_start",
+        2 => c"connect",
+        3 => c"acquire",
+        4 => c"release",
+        5 => c"close",
+        6 => c"acquire_timeout",
+        7 => c"leak",
+        8 => c"adjusted",
+        _ => c"unknown",
+    };
+    name.as_ptr()
 }
 
 /// Closes the pool and frees the handle: idle connections are closed at
 /// once, waiters get DP_POOL_CLOSED, connections still checked out are
 /// closed when released (their dp_conn handles stay valid until then).
-/// NULL is a no-op.
+/// The event callback (dp_pool_open_with_events) gets the idle
+/// connections' close events, then is never called again: this returns
+/// once no call of it is running. NULL is a no-op.
 #[no_mangle]
 pub extern "C" fn dp_pool_close(pool: *mut dp_pool) {
     if pool.is_null() {
@@ -565,6 +841,11 @@ pub extern "C" fn dp_pool_close(pool: *mut dp_pool) {
         // SAFETY: made by dp_pool_open, closed once.
         let p = unsafe { Box::from_raw(pool) };
         p.pool.close();
+        // After the close, so that the idle connections' close events still
+        // reach the callback; then no call runs or starts.
+        if let Some(events) = &p.events {
+            events.close();
+        }
     }));
 }
 
@@ -692,6 +973,45 @@ pub extern "C" fn dp_pool_stats(
         unsafe { *stats = out };
         Ok(())
     })
+}
+
+/// The pool's metrics in the Prometheus text exposition format (version
+/// 0.0.4), under the OpenTelemetry database-client names as the
+/// OpenTelemetry Prometheus exporter writes them (db_client_connection_count,
+/// db_client_connection_wait_time_seconds, …) plus dialpool's own
+/// (dialpool_dial_duration_seconds, …). On success `*text` is a
+/// NUL-terminated string the caller frees with `dp_string_free`.
+/// Thread-safe, non-blocking.
+#[no_mangle]
+pub extern "C" fn dp_pool_metrics_text(
+    pool: *const dp_pool,
+    text: *mut *mut c_char,
+    err: *mut *mut dp_error,
+) -> dp_code {
+    // SAFETY: NULL or a live dp_pool.
+    let Some(p) = (unsafe { pool.as_ref() }) else {
+        return invalid(err, "pool is NULL");
+    };
+    if text.is_null() {
+        return invalid(err, "text (the out-pointer) is NULL");
+    }
+    guard(err, || {
+        let rendered = p.pool.metrics_text();
+        let c = CString::new(rendered.replace('\0', " ")).unwrap_or_default();
+        // SAFETY: a writable char * (checked non-NULL).
+        unsafe { *text = c.into_raw() };
+        Ok(())
+    })
+}
+
+/// Frees a string the library gave the caller (dp_pool_metrics_text). NULL
+/// is a no-op.
+#[no_mangle]
+pub extern "C" fn dp_string_free(text: *mut c_char) {
+    if !text.is_null() {
+        // SAFETY: made by CString::into_raw in this library, freed once.
+        drop(unsafe { CString::from_raw(text) });
+    }
 }
 
 // ---- connections ----

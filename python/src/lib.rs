@@ -8,6 +8,7 @@
 
 mod convert;
 mod errors;
+mod events;
 mod sql;
 mod wait;
 
@@ -24,6 +25,7 @@ use pyo3::types::{
 
 use crate::convert::{to_param, type_info, Param};
 use crate::errors::{core_err, invalid_argument, invalid_state};
+use crate::events::{PoolEvent, PyEvents};
 use crate::sql::Dialect;
 use crate::wait::wait;
 
@@ -293,17 +295,57 @@ fn params_ref(texts: &[Option<String>]) -> Vec<Option<&str>> {
 pub struct RawPool {
     pool: dialpool::Pool,
     dialect: Dialect,
+    /// The `on_event` callable's dispatcher, if one was given.
+    events: Option<Arc<PyEvents>>,
+}
+
+impl Drop for RawPool {
+    fn drop(&mut self) {
+        // Collected without close(): the dispatcher ends after what is queued.
+        if let Some(events) = &self.events {
+            events.stop_nowait();
+        }
+    }
 }
 
 #[pymethods]
 impl RawPool {
     #[new]
-    #[pyo3(signature = (url, options=None))]
-    fn new(py: Python<'_>, url: &str, options: Option<&Bound<'_, PyDict>>) -> PyResult<RawPool> {
+    #[pyo3(signature = (url, options=None, on_event=None))]
+    fn new(
+        py: Python<'_>,
+        url: &str,
+        options: Option<&Bound<'_, PyDict>>,
+        on_event: Option<Py<PyAny>>,
+    ) -> PyResult<RawPool> {
         let config = build_config(py, url, options)?;
         let dialect = dialect_of(&config);
-        let pool = dialpool::Pool::open_blocking(config, None).map_err(|e| core_err(py, &e))?;
-        Ok(RawPool { pool, dialect })
+        let events = match on_event.filter(|f| !f.is_none(py)) {
+            Some(callback) => Some(PyEvents::start(py, callback)?),
+            None => None,
+        };
+        let handler = events
+            .clone()
+            .map(|e| -> Arc<dyn dialpool::pool::EventHandler> { e });
+        let pool = match dialpool::Pool::open_blocking(config, handler) {
+            Ok(pool) => pool,
+            Err(e) => {
+                if let Some(events) = &events {
+                    events.stop(py);
+                }
+                return Err(core_err(py, &e));
+            }
+        };
+        Ok(RawPool {
+            pool,
+            dialect,
+            events,
+        })
+    }
+
+    /// The pool's metrics in the Prometheus text exposition format.
+    fn metrics_text(&self) -> String {
+        self.pool.metrics_text()
     }
 
     /// Acquire, run, release, under one deadline.
@@ -369,8 +411,13 @@ impl RawPool {
         Ok(d)
     }
 
-    fn close(&self) {
+    /// Closes the pool; with `on_event`, delivers the events so far (the
+    /// idle connections' closes included) and returns once no callback runs.
+    fn close(&self, py: Python<'_>) {
         self.pool.close();
+        if let Some(events) = &self.events {
+            events.stop(py);
+        }
     }
 
     #[getter]
@@ -616,6 +663,7 @@ fn _dialpool(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<RawPool>()?;
     m.add_class::<RawConn>()?;
     m.add_class::<RawResult>()?;
+    m.add_class::<PoolEvent>()?;
     m.add_function(wrap_pyfunction!(connect, m)?)?;
     m.add_function(wrap_pyfunction!(render, m)?)?;
     m.add("VERSION", dialpool::VERSION)?;

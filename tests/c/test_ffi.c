@@ -609,6 +609,140 @@ static void test_newer_accessors(void) {
     dp_pool_close(pool);
 }
 
+/* What the event callback saw; it runs on dialpool's threads and ours. */
+struct seen {
+    pthread_mutex_t mu;
+    int kinds[16];
+    int timeout_code;
+    int pool_closed;
+    long long connect_tcp_us;
+    int calls_after_close;
+    int closed;
+};
+
+static void on_event(const dp_event *ev, void *user_data) {
+    struct seen *s = user_data;
+    pthread_mutex_lock(&s->mu);
+    if (s->closed) s->calls_after_close++;
+    if ((unsigned)ev->kind < 16) s->kinds[ev->kind]++;
+    if (ev->kind == DP_EVENT_ACQUIRE_TIMEOUT && ev->error) s->timeout_code = dp_error_code(ev->error);
+    if (ev->kind == DP_EVENT_CLOSE && ev->reason && strcmp(ev->reason, "pool_closed") == 0) s->pool_closed++;
+    if (ev->kind == DP_EVENT_CONNECT && ev->error == NULL) s->connect_tcp_us = ev->tcp_us;
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* The value of the first sample line that starts with `name{` and whose
+ * labels contain `label`; -1 when there is none. */
+static double sample(const char *text, const char *name, const char *label) {
+    size_t n = strlen(name);
+    char labels[512];
+    for (const char *line = text; *line;) {
+        const char *end = strchr(line, '\n');
+        size_t len = end ? (size_t)(end - line) : strlen(line);
+        const char *close = len > n ? memchr(line, '}', len) : NULL;
+        if (close && strncmp(line, name, n) == 0 && line[n] == '{' && (size_t)(close - line) < sizeof labels) {
+            memcpy(labels, line, (size_t)(close - line) + 1);
+            labels[close - line + 1] = 0;
+            if (strstr(labels, label)) return strtod(close + 1, NULL);
+        }
+        if (!end) break;
+        line = end + 1;
+    }
+    return -1;
+}
+
+static void test_metrics_and_events(void) {
+    CHECK(strcmp(dp_event_kind_name(DP_EVENT_ACQUIRE_TIMEOUT), "acquire_timeout") == 0, "kind name");
+    CHECK(strcmp(dp_event_kind_name(99), "unknown") == 0, "unknown kind");
+    char *text = NULL;
+    CHECK(dp_pool_metrics_text(NULL, &text, NULL) == DP_INVALID_ARGUMENT, "NULL pool");
+    dp_string_free(NULL);
+
+    struct seen seen;
+    memset(&seen, 0, sizeof seen);
+    pthread_mutex_init(&seen.mu, NULL);
+    dp_error *err = NULL;
+    dp_pool *pool = NULL;
+    if (dp_pool_open_with_events(pg_url("sslmode=disable&max_open=1&acquire_timeout=200ms&pool_name=c-test"),
+                                 on_event, &seen, &pool, &err) != DP_OK) {
+        CHECK(0, "open: %s", msg(err));
+        dp_error_free(err);
+        return;
+    }
+    CHECK(dp_pool_metrics_text(pool, NULL, NULL) == DP_INVALID_ARGUMENT, "NULL out-pointer");
+
+    /* The workload: 3 statements, 1 acquire timeout, 1 query timeout. */
+    dp_result *r = NULL;
+    for (int i = 0; i < 3; i++) {
+        dp_code code = dp_pool_query(pool, NULL, "SELECT 1", 0, NULL, &r, &err);
+        CHECK(code == DP_OK, "query: %s", msg(err));
+        if (code == DP_OK) dp_result_free(r); else { dp_error_free(err); err = NULL; }
+    }
+    dp_conn *held = NULL;
+    if (dp_pool_acquire(pool, NULL, &held, &err) == DP_OK) {
+        dp_code code = dp_pool_query(pool, NULL, "SELECT 1", 0, NULL, &r, &err);
+        CHECK(code == DP_ACQUIRE_TIMEOUT, "%s", dp_code_name(code));
+        if (code == DP_OK) dp_result_free(r);
+        dp_error_free(err);
+        err = NULL;
+        dp_conn_release(held);
+    } else {
+        CHECK(0, "acquire: %s", msg(err));
+        dp_error_free(err);
+        err = NULL;
+    }
+    dp_ctx *ctx = dp_ctx_new(300);
+    dp_code code = dp_pool_query(pool, ctx, "SELECT pg_sleep(5)", 0, NULL, &r, &err);
+    dp_ctx_free(ctx);
+    CHECK(code == DP_QUERY_TIMEOUT, "%s", dp_code_name(code));
+    if (code == DP_OK) dp_result_free(r);
+    dp_error_free(err);
+    err = NULL;
+
+    code = dp_pool_metrics_text(pool, &text, &err);
+    CHECK(code == DP_OK && text != NULL, "metrics: %s", msg(err));
+    if (code == DP_OK) {
+        const char *p = "db_client_connection_pool_name=\"c-test\"";
+        CHECK(strstr(text, "# TYPE db_client_connection_count gauge\n") != NULL, "count family");
+        CHECK(strstr(text, "# TYPE db_client_connection_wait_time_seconds histogram\n") != NULL, "wait family");
+        CHECK(sample(text, "db_client_connection_count", "state=\"used\"") == 0, "used");
+        CHECK(sample(text, "db_client_connection_max", p) == 1, "max");
+        CHECK(sample(text, "db_client_connection_timeouts_total", p) == 1, "timeouts %g",
+              sample(text, "db_client_connection_timeouts_total", p));
+        /* 3 statements + the held connection + the slow statement. */
+        CHECK(sample(text, "db_client_connection_wait_time_seconds_count", p) == 5, "acquires %g",
+              sample(text, "db_client_connection_wait_time_seconds_count", p));
+        CHECK(sample(text, "db_client_operation_duration_seconds_count", "db_system_name=\"postgresql\"}") == 3,
+              "statements %g", sample(text, "db_client_operation_duration_seconds_count", "db_system_name=\"postgresql\"}"));
+        CHECK(sample(text, "db_client_operation_duration_seconds_count", "error_type=\"DP_QUERY_TIMEOUT\"") == 1,
+              "query timeouts");
+        CHECK(sample(text, "dialpool_query_cancel_duration_seconds_count", p) == 1, "cancels");
+        CHECK(sample(text, "db_client_connection_create_time_seconds_count", p) >= 1, "connects");
+        CHECK(sample(text, "dialpool_dial_duration_seconds_count", "phase=\"tcp\"") >= 1, "tcp phase");
+        dp_string_free(text);
+    } else {
+        dp_error_free(err);
+        err = NULL;
+    }
+    dp_pool_close(pool);
+
+    pthread_mutex_lock(&seen.mu);
+    seen.closed = 1;
+    CHECK(seen.kinds[DP_EVENT_CONNECT_START] >= 1 && seen.kinds[DP_EVENT_CONNECT] >= 1, "connect events");
+    CHECK(seen.connect_tcp_us >= 0, "tcp phase %lld", seen.connect_tcp_us);
+    CHECK(seen.kinds[DP_EVENT_ACQUIRE] == 5, "acquire events %d", seen.kinds[DP_EVENT_ACQUIRE]);
+    CHECK(seen.kinds[DP_EVENT_RELEASE] == 5, "release events %d", seen.kinds[DP_EVENT_RELEASE]);
+    CHECK(seen.kinds[DP_EVENT_ACQUIRE_TIMEOUT] == 1 && seen.timeout_code == DP_ACQUIRE_TIMEOUT, "timeout event");
+    CHECK(seen.pool_closed >= 1, "the idle connection's close event");
+    pthread_mutex_unlock(&seen.mu);
+    /* Nothing may call back once dp_pool_close has returned. */
+    usleep(50 * 1000);
+    pthread_mutex_lock(&seen.mu);
+    CHECK(seen.calls_after_close == 0, "%d calls after close", seen.calls_after_close);
+    pthread_mutex_unlock(&seen.mu);
+    pthread_mutex_destroy(&seen.mu);
+}
+
 int main(void) {
     if (getenv("DIALPOOL_TEST_PG_URL") == NULL) {
         fprintf(stderr, "DIALPOOL_TEST_PG_URL is not set (run under dialpool-testkit run)\n");
@@ -626,6 +760,7 @@ int main(void) {
     test_threads();
     test_mariadb();
     test_newer_accessors();
+    test_metrics_and_events();
     printf("c-ffi: %d passed, %d failed\n", passed, failed);
     return failed ? 1 : 0;
 }

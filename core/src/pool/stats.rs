@@ -10,6 +10,10 @@ use crate::error::{Code, Error};
 pub struct Stats {
     /// The `max_open` limit.
     pub max_open: u32,
+    /// The `max_idle` limit.
+    pub max_idle: u32,
+    /// The `min_idle` setting.
+    pub min_idle: u32,
     /// Established connections, idle plus in use.
     pub open: u32,
     /// Connections handed out (including those being cleaned after release).
@@ -128,6 +132,24 @@ pub enum Event<'a> {
         to: Duration,
         why: &'a str,
     },
+}
+
+impl Event<'_> {
+    /// The event's name, the same in every binding: `connect_start`,
+    /// `connect` (succeeded or failed), `acquire`, `release`, `close`,
+    /// `acquire_timeout`, `leak`, `adjusted`.
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            Event::ConnectStart => "connect_start",
+            Event::ConnectEnd { .. } => "connect",
+            Event::Acquire { .. } => "acquire",
+            Event::Release { .. } => "release",
+            Event::Close { .. } => "close",
+            Event::AcquireTimeout { .. } => "acquire_timeout",
+            Event::Leak { .. } => "leak",
+            Event::Adjusted { .. } => "adjusted",
+        }
+    }
 }
 
 /// Receives the pool's events. Called synchronously on the thread where the

@@ -71,6 +71,7 @@ from ._api import (
     connect,
 )
 from ._dialpool import VERSION as __version__
+from ._dialpool import PoolEvent
 
 #: PEP 249 module globals.
 apilevel = "2.0"
@@ -85,6 +86,7 @@ __all__ = [
     "paramstyle",
     "connect",
     "Pool",
+    "PoolEvent",
     "Connection",
     "Cursor",
     "Transaction",

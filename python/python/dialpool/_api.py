@@ -11,6 +11,7 @@ import time as _time
 from types import TracebackType
 from typing import (
     Any,
+    Callable,
     Dict,
     Iterator,
     List,
@@ -145,10 +146,24 @@ class Pool:
     text such as ``"250ms"``). Opening makes no connection (beyond
     ``min_idle``, in the background): the first acquire reports what the
     database says.
+
+    ``on_event``: a callable receiving the pool's events, one
+    ``dialpool.PoolEvent`` each (connects, acquires, releases, closes with
+    their reason, acquire timeouts, leaks, settings adjusted to the
+    server), in order, on one thread of the pool's own, never on the
+    caller's. Exceptions it raises are logged (logger ``"dialpool"``) and
+    go no further. A callable slower than the pool makes it drop events
+    (the number dropped is logged). ``close()`` delivers what is queued and
+    returns once the callable is no longer running.
     """
 
-    def __init__(self, url: str, **options: Any) -> None:
-        self._raw = _dialpool.RawPool(url, options)
+    def __init__(
+        self,
+        url: str,
+        on_event: Optional[Callable[["_dialpool.PoolEvent"], Any]] = None,
+        **options: Any,
+    ) -> None:
+        self._raw = _dialpool.RawPool(url, options, on_event)
 
     def query(self, sql: str, params: Params = (), timeout: Timeout = None) -> List[Row]:
         """Runs one statement on a pooled connection and returns its rows.
@@ -171,9 +186,20 @@ class Pool:
         """A snapshot of the pool's numbers (durations in seconds)."""
         return self._raw.stats()
 
+    def metrics_text(self) -> str:
+        """The pool's numbers and latency histograms in the Prometheus text
+        exposition format, under the OpenTelemetry database-client names
+        (``db_client_connection_count``,
+        ``db_client_connection_wait_time_seconds``, ...) plus dialpool's own
+        (``dialpool_dial_duration_seconds``, ...). Serve it from a
+        ``/metrics`` endpoint, or feed it to ``prometheus_client`` (see the
+        README)."""
+        return self._raw.metrics_text()
+
     def close(self) -> None:
         """Closes the pool: waiters fail with PoolClosed, idle connections
-        close, checked-out ones close when returned. Idempotent."""
+        close, checked-out ones close when returned. With ``on_event``, the
+        events so far are delivered first and none come after. Idempotent."""
         self._raw.close()
 
     @property
