@@ -116,12 +116,25 @@ pub struct Fired(pub Deadline);
 /// [`PRECISE_MARGIN`] before the deadline (free for the many futures that
 /// finish long before), then a kernel timer (timerfd) registered with the
 /// runtime's reactor for the rest. Without a timerfd it falls back to
-/// tokio's timer alone.
+/// tokio's timer alone. On a blocking caller's thread (inside
+/// [`crate::runtime::block_on`]) neither is used: see the inline branch.
 pub async fn run<F: Future>(deadline: Option<Deadline>, fut: F) -> Result<F::Output, Fired> {
     let Some(d) = deadline else {
         return Ok(fut.await);
     };
     let mut fut = std::pin::pin!(fut);
+    if crate::runtime::inline::active() {
+        // On a blocking caller's thread the deadline needs no timer: the
+        // caller's thread parks no longer than the deadline.
+        return std::future::poll_fn(|cx| {
+            match crate::runtime::inline::poll_until(d.at, || fut.as_mut().poll(cx)) {
+                std::task::Poll::Ready(v) => std::task::Poll::Ready(Ok(v)),
+                std::task::Poll::Pending if d.expired() => std::task::Poll::Ready(Err(Fired(d))),
+                std::task::Poll::Pending => std::task::Poll::Pending,
+            }
+        })
+        .await;
+    }
     if let Some(early) = d.at.checked_sub(PRECISE_MARGIN) {
         tokio::select! {
             biased;

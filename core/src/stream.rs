@@ -9,7 +9,7 @@
 //! future's local variables.
 
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -21,15 +21,258 @@ use tokio_rustls::client::TlsStream;
 
 use crate::deadline::{self, Deadline};
 use crate::error::{classify_io, Code, Error, Layer};
+use crate::runtime::inline;
+
+/// A database connection's TCP socket. On a worker thread (async callers,
+/// the pool's background work) it is a tokio socket driven by the runtime's
+/// reactor; on a blocking caller's thread (inside
+/// [`crate::runtime::block_on`]) it leaves the reactor and does its reads and
+/// writes right there, waiting in ppoll(2) when it would block. Leaving the
+/// reactor matters: a socket still in the reactor's epoll set wakes a worker
+/// for every packet, even though nobody there waits for it.
+pub struct Socket {
+    io: SocketIo,
+}
+
+enum SocketIo {
+    Reactor(TcpStream),
+    Caller(std::net::TcpStream),
+    /// Only between taking one form and making the other; a failed move
+    /// leaves it here and every later call reports the connection lost.
+    Gone,
+}
+
+fn gone() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::NotConnected,
+        "the socket was lost while moving between the runtime and the calling thread",
+    )
+}
+
+impl Socket {
+    pub fn new(tcp: TcpStream) -> Socket {
+        Socket {
+            io: SocketIo::Reactor(tcp),
+        }
+    }
+
+    /// The socket as the calling thread uses it, leaving the reactor if it
+    /// was there (one epoll_ctl, once per switch).
+    fn for_caller(&mut self) -> io::Result<RawFd> {
+        if let SocketIo::Caller(s) = &self.io {
+            return Ok(s.as_raw_fd());
+        }
+        match std::mem::replace(&mut self.io, SocketIo::Gone) {
+            SocketIo::Reactor(t) => {
+                let s = t.into_std()?;
+                let fd = s.as_raw_fd();
+                self.io = SocketIo::Caller(s);
+                Ok(fd)
+            }
+            _ => Err(gone()),
+        }
+    }
+
+    /// The socket as the reactor drives it, joining the current runtime's
+    /// reactor if the calling thread had it.
+    fn for_reactor(&mut self) -> io::Result<&mut TcpStream> {
+        if matches!(self.io, SocketIo::Caller(_)) {
+            if tokio::runtime::Handle::try_current().is_err() {
+                return Err(io::Error::other(
+                    "a dialpool connection was used asynchronously outside a tokio runtime",
+                ));
+            }
+            if let SocketIo::Caller(s) = std::mem::replace(&mut self.io, SocketIo::Gone) {
+                self.io = SocketIo::Reactor(TcpStream::from_std(s)?);
+            }
+        }
+        match &mut self.io {
+            SocketIo::Reactor(t) => Ok(t),
+            _ => Err(gone()),
+        }
+    }
+}
+
+impl AsFd for Socket {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        match &self.io {
+            SocketIo::Reactor(t) => t.as_fd(),
+            SocketIo::Caller(s) => s.as_fd(),
+            // SAFETY: -1 is never a valid fd: every call on it fails with
+            // EBADF, which callers (the liveness probe) report as dead.
+            SocketIo::Gone => unsafe { BorrowedFd::borrow_raw(-1) },
+        }
+    }
+}
+
+/// recv(2) or send(2) result: bytes moved, or the error (EAGAIN included).
+fn syscall_len(rc: isize) -> io::Result<usize> {
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(rc as usize)
+    }
+}
+
+impl AsyncRead for Socket {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if !inline::active() {
+            return match this.for_reactor() {
+                Ok(t) => Pin::new(t).poll_read(cx, buf),
+                Err(e) => Poll::Ready(Err(e)),
+            };
+        }
+        let fd = match this.for_caller() {
+            Ok(fd) => fd,
+            Err(e) => return Poll::Ready(Err(e)),
+        };
+        loop {
+            // SAFETY: recv writes at most `len` bytes into the unfilled,
+            // possibly uninitialised part of the buffer; the bytes it
+            // reports are then marked initialised and filled.
+            let got = unsafe {
+                let dst = buf.unfilled_mut();
+                syscall_len(libc::recv(
+                    fd,
+                    dst.as_mut_ptr().cast(),
+                    dst.len(),
+                    libc::MSG_DONTWAIT,
+                ))
+            };
+            match got {
+                Ok(n) => {
+                    // SAFETY: recv initialised exactly `n` bytes.
+                    unsafe { buf.assume_init(n) };
+                    buf.advance(n);
+                    return Poll::Ready(Ok(()));
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    inline::wait_for(fd, libc::POLLIN);
+                    return Poll::Pending;
+                }
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+}
+
+impl AsyncWrite for Socket {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if !inline::active() {
+            return match this.for_reactor() {
+                Ok(t) => Pin::new(t).poll_write(cx, buf),
+                Err(e) => Poll::Ready(Err(e)),
+            };
+        }
+        let fd = match this.for_caller() {
+            Ok(fd) => fd,
+            Err(e) => return Poll::Ready(Err(e)),
+        };
+        loop {
+            // SAFETY: send reads at most `buf.len()` bytes from `buf`.
+            // MSG_NOSIGNAL: a closed peer must give EPIPE, not kill a host
+            // process (C, Go, Python) that did not ignore SIGPIPE.
+            let sent = syscall_len(unsafe {
+                libc::send(
+                    fd,
+                    buf.as_ptr().cast(),
+                    buf.len(),
+                    libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                )
+            });
+            match sent {
+                Ok(n) => return Poll::Ready(Ok(n)),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    inline::wait_for(fd, libc::POLLOUT);
+                    return Poll::Pending;
+                }
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+    /// TLS writes its records as several buffers; one sendmsg(2) or
+    /// writev(2) sends them all.
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if !inline::active() {
+            return match this.for_reactor() {
+                Ok(t) => Pin::new(t).poll_write_vectored(cx, bufs),
+                Err(e) => Poll::Ready(Err(e)),
+            };
+        }
+        let fd = match this.for_caller() {
+            Ok(fd) => fd,
+            Err(e) => return Poll::Ready(Err(e)),
+        };
+        // SAFETY: an all-zero msghdr is valid (no address, no control data).
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        // IoSlice is ABI-compatible with iovec on Unix; sendmsg only reads.
+        msg.msg_iov = bufs.as_ptr() as *mut libc::iovec;
+        msg.msg_iovlen = bufs.len().min(libc::UIO_MAXIOV as usize) as _;
+        loop {
+            // SAFETY: `msg` points at `bufs`, alive for the call; see
+            // poll_write for the flags.
+            let sent = syscall_len(unsafe {
+                libc::sendmsg(fd, &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
+            });
+            match sent {
+                Ok(n) => return Poll::Ready(Ok(n)),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    inline::wait_for(fd, libc::POLLOUT);
+                    return Poll::Pending;
+                }
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut self.get_mut().io {
+            SocketIo::Reactor(t) => Pin::new(t).poll_flush(cx),
+            SocketIo::Caller(_) => Poll::Ready(Ok(())),
+            SocketIo::Gone => Poll::Ready(Err(gone())),
+        }
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut self.get_mut().io {
+            SocketIo::Reactor(t) => Pin::new(t).poll_shutdown(cx),
+            SocketIo::Caller(s) => Poll::Ready(s.shutdown(std::net::Shutdown::Write)),
+            SocketIo::Gone => Poll::Ready(Err(gone())),
+        }
+    }
+}
 
 /// Plain or TLS.
 pub enum Stream {
-    Plain(TcpStream),
-    Tls(Box<TlsStream<TcpStream>>),
+    Plain(Socket),
+    Tls(Box<TlsStream<Socket>>),
 }
 
 impl Stream {
-    pub fn tcp(&self) -> &TcpStream {
+    /// A plain stream over a freshly dialled socket.
+    pub fn plain(tcp: TcpStream) -> Stream {
+        Stream::Plain(Socket::new(tcp))
+    }
+    pub fn socket(&self) -> &Socket {
         match self {
             Stream::Plain(s) => s,
             Stream::Tls(s) => s.get_ref().0,
@@ -42,7 +285,7 @@ impl Stream {
 
 impl AsFd for Stream {
     fn as_fd(&self) -> BorrowedFd<'_> {
-        self.tcp().as_fd()
+        self.socket().as_fd()
     }
 }
 
@@ -68,6 +311,22 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Stream::Plain(s) => s.is_write_vectored(),
+            Stream::Tls(s) => s.is_write_vectored(),
         }
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

@@ -17,7 +17,7 @@ use std::future::{poll_fn, Future};
 use std::pin::pin;
 use std::sync::OnceLock;
 use std::task::Poll;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use dialpool::deadline::CancelToken;
 use pyo3::prelude::*;
@@ -86,21 +86,30 @@ where
             if !watch {
                 return (work.await, None);
             }
-            let mut tick = pin!(tokio::time::sleep(SLICE));
+            // The next signal check. The calling thread does the query's
+            // socket I/O itself and parks in ppoll (see dialpool::runtime),
+            // so the check time goes in as a deadline it parks no longer than.
+            let mut check_at = Instant::now() + SLICE;
             let mut signal: Option<PyErr> = None;
             let value = poll_fn(|cx| {
-                if let Poll::Ready(v) = work.as_mut().poll(cx) {
+                let polled = if signal.is_none() {
+                    dialpool::runtime::inline::poll_until(check_at, || work.as_mut().poll(cx))
+                } else {
+                    work.as_mut().poll(cx)
+                };
+                if let Poll::Ready(v) = polled {
                     return Poll::Ready(v);
                 }
-                while signal.is_none() && tick.as_mut().poll(cx).is_ready() {
+                if signal.is_none() && Instant::now() >= check_at {
                     match Python::attach(|py| py.check_signals()) {
                         // Cancelling wakes `work`, which then ends at once.
                         Err(e) => {
                             signal = Some(e);
                             cancel.cancel();
                         }
-                        Ok(()) => tick.as_mut().reset(tokio::time::Instant::now() + SLICE),
+                        Ok(()) => check_at = Instant::now() + SLICE,
                     }
+                    cx.waker().wake_by_ref();
                 }
                 Poll::Pending
             })

@@ -564,7 +564,7 @@ mod tests {
         });
         let client = tokio::net::TcpStream::connect(addr).await.expect("connect");
         let mut link = Link::new(crate::stream::Wire::new(
-            crate::stream::Stream::Plain(client),
+            crate::stream::Stream::plain(client),
             addr.to_string(),
         ));
         link.seq = 1;

@@ -194,7 +194,7 @@ impl MysqlConnector {
         let cfg = &self.config;
         let peer = addr.to_string();
         let mode = cfg.dial.tls.sslmode;
-        let mut link = Link::new(self.wire(Stream::Plain(tcp), &peer));
+        let mut link = Link::new(self.wire(Stream::plain(tcp), &peer));
         let greeting = link.read_packet().await?;
         let greeting = auth::parse_greeting(&greeting, &peer)?;
         let mut caps = auth::client_capabilities() & greeting.capabilities;

@@ -274,7 +274,7 @@ mod tests {
         let addr = listener.local_addr().expect("addr");
         let client = tokio::net::TcpStream::connect(addr).await.expect("connect");
         let (server, _) = listener.accept().await.expect("accept");
-        let wire = Wire::new(Stream::Plain(client), addr.to_string());
+        let wire = Wire::new(Stream::plain(client), addr.to_string());
         (Link::new(wire), server)
     }
 

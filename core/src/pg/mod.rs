@@ -130,7 +130,10 @@ impl PgConnector {
         tcp.read_exact(&mut answer).await.map_err(io_err)?;
         match answer[0] {
             b'S' => {
-                let (tls, _) = self.dialer.upgrade_tls(tcp, host, peer, caller).await?;
+                let (tls, _) = self
+                    .dialer
+                    .upgrade_tls(crate::stream::Socket::new(tcp), host, peer, caller)
+                    .await?;
                 Ok((Stream::Tls(Box::new(tls)), Some(start.elapsed())))
             }
             b'N' if mode.requires_tls() => Err(Error::new(
@@ -144,7 +147,7 @@ impl PgConnector {
             ))
             .with_hint("enable ssl on the server, or use sslmode=prefer or disable")
             .with_retryable(false)),
-            b'N' => Ok((Stream::Plain(tcp), None)),
+            b'N' => Ok((Stream::plain(tcp), None)),
             other => Err(Error::new(
                 Code::ProtocolError,
                 format!("{peer} answered the SSLRequest with byte {other:#04x}"),
@@ -197,7 +200,7 @@ impl PgConnector {
                 }
             }
         } else {
-            Stream::Plain(tcp)
+            Stream::plain(tcp)
         };
         let mut wire = Wire::new(stream, peer.to_string());
         wire.read_timeout = cfg.query.read_timeout;

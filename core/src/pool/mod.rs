@@ -456,7 +456,10 @@ impl<M: Manager> Pool<M> {
                     }
                     Some((conn, false)) => conn,
                     Some((conn, true)) => {
-                        match inner.ping_out(conn, &mut begun, caller, cancel).await {
+                        // Boxed: a ping is a whole query future, many KB,
+                        // which would otherwise make every acquire future
+                        // that size, copied on every call that moves it.
+                        match Box::pin(inner.ping_out(conn, &mut begun, caller, cancel)).await {
                             Ok(conn) => {
                                 pinged = true;
                                 conn

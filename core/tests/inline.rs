@@ -1,0 +1,162 @@
+//! The blocking facade's caller-thread I/O (`runtime::block_on` with a
+//! database socket waiting in ppoll on the calling thread): deadlines fire
+//! on time, a cancel or any other wake from another thread interrupts the
+//! wait, and the same socket still works from the runtime's workers after.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream as StdTcp};
+use std::time::{Duration, Instant};
+
+use dialpool::deadline::{self, CancelToken, Deadline, Stop};
+use dialpool::runtime;
+use dialpool::stream::{Stream, Wire};
+
+/// A connected pair: our side as a `Wire` (made on the runtime, as the
+/// pool's background connects do), the peer as a plain blocking socket.
+fn pair() -> (Wire, StdTcp) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let ours =
+        runtime::block_on(
+            async move { tokio::net::TcpStream::connect(addr).await.expect("connect") },
+        )
+        .expect("runtime");
+    let (peer, _) = listener.accept().expect("accept");
+    (Wire::new(Stream::plain(ours), addr.to_string()), peer)
+}
+
+#[test]
+fn data_arrives_on_the_calling_thread_and_the_socket_moves_back_to_the_runtime() {
+    let (mut wire, mut peer) = pair();
+    let writer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(50));
+        peer.write_all(b"hello").expect("write");
+        let mut buf = [0u8; 4];
+        peer.read_exact(&mut buf).expect("read");
+        assert_eq!(&buf, b"ping");
+        peer.write_all(b"pong").expect("write");
+        peer
+    });
+    // On the caller: wait for data that comes 50 ms later.
+    let limit = Some(Deadline::after("read_timeout", Duration::from_secs(20)));
+    let got = runtime::block_on(async {
+        deadline::run(limit, async {
+            while wire.rbuf.len() < 5 {
+                wire.fill().await?;
+            }
+            Ok::<_, dialpool::Error>(())
+        })
+        .await
+    })
+    .expect("runtime");
+    assert!(matches!(got, Ok(Ok(()))), "{got:?}");
+    assert_eq!(&wire.rbuf[..5], b"hello");
+    wire.rbuf.clear();
+
+    // The same socket from a runtime worker: it rejoins the reactor.
+    let handle = runtime::handle().expect("handle");
+    let wire = runtime::block_on(async move {
+        handle
+            .spawn(async move {
+                wire.wbuf.extend_from_slice(b"ping");
+                wire.flush().await.expect("flush");
+                while wire.rbuf.len() < 4 {
+                    wire.fill().await.expect("fill");
+                }
+                wire
+            })
+            .await
+            .expect("task")
+    })
+    .expect("runtime");
+    assert_eq!(&wire.rbuf[..4], b"pong");
+    writer.join().expect("writer");
+}
+
+#[test]
+fn a_deadline_ends_a_wait_on_a_silent_peer_on_time() {
+    let (mut wire, _peer) = pair();
+    let limit = Some(Deadline::after("query_timeout", Duration::from_millis(150)));
+    let start = Instant::now();
+    let got =
+        runtime::block_on(async { deadline::run(limit, wire.fill()).await }).expect("runtime");
+    let took = start.elapsed();
+    let Err(deadline::Fired(d)) = got else {
+        panic!("expected the deadline to fire, got {got:?}");
+    };
+    assert_eq!(d.limit().name, "query_timeout");
+    assert!(took >= Duration::from_millis(150), "fired early: {took:?}");
+    // Generous: a loaded machine may be late, but not by seconds.
+    assert!(took < Duration::from_secs(3), "fired late: {took:?}");
+}
+
+#[test]
+fn a_cancel_from_another_thread_interrupts_the_wait() {
+    let (mut wire, _peer) = pair();
+    let token = CancelToken::new();
+    let t2 = token.clone();
+    let canceller = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(100));
+        t2.cancel();
+    });
+    let start = Instant::now();
+    let got = runtime::block_on(async {
+        deadline::run_until(
+            Some(Deadline::after("query_timeout", Duration::from_secs(30))),
+            Some(&token),
+            wire.fill(),
+        )
+        .await
+    })
+    .expect("runtime");
+    assert!(matches!(got, Err(Stop::Cancelled)), "{got:?}");
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
+    canceller.join().expect("canceller");
+}
+
+#[test]
+fn a_wake_for_another_branch_interrupts_the_socket_wait() {
+    let (mut wire, _peer) = pair();
+    let (tx, rx) = tokio::sync::oneshot::channel::<u32>();
+    let sender = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(100));
+        let _ = tx.send(7);
+    });
+    let start = Instant::now();
+    let got = runtime::block_on(async {
+        tokio::select! {
+            r = wire.fill() => Err(format!("the silent socket returned {r:?}")),
+            v = rx => Ok(v.expect("sent")),
+        }
+    })
+    .expect("runtime");
+    assert_eq!(got, Ok(7));
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
+    sender.join().expect("sender");
+}
+
+#[test]
+fn a_closed_peer_is_a_lost_connection_not_a_signal() {
+    let (mut wire, peer) = pair();
+    drop(peer);
+    let got = runtime::block_on(async {
+        // Write until the reset shows (the first write may still succeed).
+        for _ in 0..100 {
+            wire.wbuf.extend_from_slice(&[0u8; 1024]);
+            wire.flush().await?;
+            wire.fill().await?;
+        }
+        Ok::<(), dialpool::Error>(())
+    })
+    .expect("runtime");
+    let e: dialpool::Error = got.expect_err("must fail");
+    assert_eq!(e.code(), dialpool::Code::ConnectionLost, "{e}");
+}
