@@ -32,6 +32,10 @@ use crate::runtime::inline;
 /// for every packet, even though nobody there waits for it.
 pub struct Socket {
     io: SocketIo,
+    /// The caller just sent something: its reply cannot be there yet, so
+    /// the next read waits for it first (ppoll, then recv) instead of
+    /// spending a recv(2) on EAGAIN, as libpq does.
+    sent: bool,
 }
 
 enum SocketIo {
@@ -53,6 +57,7 @@ impl Socket {
     pub fn new(tcp: TcpStream) -> Socket {
         Socket {
             io: SocketIo::Reactor(tcp),
+            sent: false,
         }
     }
 
@@ -131,6 +136,10 @@ impl AsyncRead for Socket {
             Ok(fd) => fd,
             Err(e) => return Poll::Ready(Err(e)),
         };
+        if std::mem::take(&mut this.sent) {
+            inline::wait_for(fd, libc::POLLIN);
+            return Poll::Pending;
+        }
         loop {
             // SAFETY: recv writes at most `len` bytes into the unfilled,
             // possibly uninitialised part of the buffer; the bytes it
@@ -192,7 +201,10 @@ impl AsyncWrite for Socket {
                 )
             });
             match sent {
-                Ok(n) => return Poll::Ready(Ok(n)),
+                Ok(n) => {
+                    this.sent = n > 0;
+                    return Poll::Ready(Ok(n));
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     inline::wait_for(fd, libc::POLLOUT);
@@ -232,7 +244,10 @@ impl AsyncWrite for Socket {
                 libc::sendmsg(fd, &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
             });
             match sent {
-                Ok(n) => return Poll::Ready(Ok(n)),
+                Ok(n) => {
+                    this.sent = n > 0;
+                    return Poll::Ready(Ok(n));
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     inline::wait_for(fd, libc::POLLOUT);

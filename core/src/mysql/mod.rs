@@ -449,7 +449,10 @@ impl MysqlConnection {
         let outcome = deadline::run_until(limit, cancel, self.exchange(sql, params)).await;
         match outcome {
             Ok(result) => result,
-            Err(stop) => Err(self.interrupt(stop, start).await),
+            // Boxed: the cancel path dials a second connection, a future
+            // of many KB that would otherwise enlarge every statement's
+            // future, which is moved on every call.
+            Err(stop) => Err(Box::pin(self.interrupt(stop, start)).await),
         }
     }
 
