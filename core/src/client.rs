@@ -121,14 +121,14 @@ impl Session {
         params: &[Option<&str>],
         ctx: &Ctx,
     ) -> Result<QueryResult> {
+        // Boxed: a statement's future is KBs, and every async layer above
+        // (the pool, the blocking facade) would otherwise hold and copy it.
         match self {
             Session::Postgres(c) => {
-                c.query(sql, params, ctx.deadline, ctx.cancel.as_ref())
-                    .await
+                Box::pin(c.query(sql, params, ctx.deadline, ctx.cancel.as_ref())).await
             }
             Session::Mysql(c) => {
-                c.query(sql, params, ctx.deadline, ctx.cancel.as_ref())
-                    .await
+                Box::pin(c.query(sql, params, ctx.deadline, ctx.cancel.as_ref())).await
             }
         }
     }

@@ -160,3 +160,35 @@ fn a_closed_peer_is_a_lost_connection_not_a_signal() {
     let e: dialpool::Error = got.expect_err("must fail");
     assert_eq!(e.code(), dialpool::Code::ConnectionLost, "{e}");
 }
+
+fn dial_blocking(url: &str) -> Result<dialpool::Connected, dialpool::Error> {
+    let config = dialpool::Config::parse(url).expect("url");
+    let dialer = dialpool::Dialer::new(&config.dial).expect("dialer");
+    runtime::block_on(async move { dialer.connect(&config.hosts, None).await }).expect("runtime")
+}
+
+#[test]
+fn a_dial_on_the_calling_thread_connects_refuses_and_times_out() {
+    use dialpool::Code;
+    use dialpool_testkit::fault;
+
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let ok = dial_blocking(&format!("tcp://{addr}")).expect("connects");
+    drop(ok);
+
+    let refused = fault::refused_addr();
+    let e = dial_blocking(&format!("tcp://{refused}")).expect_err("nobody listens");
+    assert_eq!(e.code(), Code::ConnectionRefused, "{e}");
+    assert_eq!(e.os_error(), Some(libc::ECONNREFUSED), "{e}");
+
+    let hole = fault::SynBlackHole::new().expect("black hole");
+    let start = Instant::now();
+    let e = dial_blocking(&format!("tcp://{}?connect_timeout=300ms", hole.addr))
+        .expect_err("SYNs are dropped");
+    let took = start.elapsed();
+    assert_eq!(e.code(), Code::ConnectTimeout, "{e}");
+    assert_eq!(e.limit(), Some("connect_timeout"), "{e}");
+    assert!(took >= Duration::from_millis(300), "early: {took:?}");
+    assert!(took < Duration::from_secs(3), "late: {took:?}");
+}

@@ -383,6 +383,46 @@ pub fn syn_retries<S: std::os::fd::AsFd>(socket: &S) -> std::io::Result<u32> {
     }
 }
 
+/// A non-blocking connect whose completion the blocking caller's thread
+/// waits for itself (see [`crate::runtime::inline`]), rather than a
+/// runtime worker's epoll waking it.
+async fn connect_on_caller(socket: Socket, addr: SocketAddr) -> std::io::Result<TcpStream> {
+    match socket.connect(&addr.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {
+            let fd = std::os::fd::AsRawFd::as_raw_fd(&socket);
+            let mut asked = false;
+            std::future::poll_fn(|_| {
+                if asked && connect_done(fd) {
+                    return std::task::Poll::Ready(());
+                }
+                asked = true;
+                crate::runtime::inline::wait_for(fd, libc::POLLOUT);
+                std::task::Poll::Pending
+            })
+            .await;
+            if let Some(e) = socket.take_error()? {
+                return Err(e);
+            }
+        }
+        Err(e) => return Err(e),
+    }
+    TcpStream::from_std(socket.into())
+}
+
+/// Whether a connect in progress has finished (either way), without
+/// waiting: the thread may have been woken for something else.
+fn connect_done(fd: std::os::fd::RawFd) -> bool {
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLOUT,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, no wait.
+    let n = unsafe { libc::poll(&mut p, 1, 0) };
+    n > 0 && p.revents != 0
+}
+
 /// One connect attempt to one address under `connect_timeout` and the
 /// caller's deadline.
 async fn attempt(
@@ -406,8 +446,16 @@ async fn attempt(
         .with_hint("check the process's file-descriptor limit and socket permissions")
         .with_source(e)
     })?;
-    let socket = TcpSocket::from_std_stream(socket.into());
-    match deadline::run(limit, socket.connect(addr)).await {
+    let connect = async move {
+        if crate::runtime::inline::active() {
+            connect_on_caller(socket, addr).await
+        } else {
+            TcpSocket::from_std_stream(socket.into())
+                .connect(addr)
+                .await
+        }
+    };
+    match deadline::run(limit, connect).await {
         Ok(Ok(stream)) => Ok(stream),
         Ok(Err(io)) => {
             let class = classify_io(&io, false);

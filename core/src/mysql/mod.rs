@@ -446,7 +446,12 @@ impl MysqlConnection {
         }
         self.state = State::Busy;
         self.sent = false;
-        let outcome = deadline::run_until(limit, cancel, self.exchange(sql, params)).await;
+        // Pinned here and passed by reference: the deadline wrappers then
+        // hold a pointer, not a copy of the exchange's state.
+        let outcome = {
+            let exchange = std::pin::pin!(self.exchange(sql, params));
+            deadline::run_until(limit, cancel, exchange).await
+        };
         match outcome {
             Ok(result) => result,
             // Boxed: the cancel path dials a second connection, a future

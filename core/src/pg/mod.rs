@@ -369,8 +369,12 @@ impl PgConnection {
             )));
         }
         self.state = State::Busy;
-        let exchange = self.exchange(sql, params);
-        let outcome = deadline::run_until(limit, cancel, exchange).await;
+        // Pinned here and passed by reference: the deadline wrappers then
+        // hold a pointer, not a copy of the exchange's state.
+        let outcome = {
+            let exchange = std::pin::pin!(self.exchange(sql, params));
+            deadline::run_until(limit, cancel, exchange).await
+        };
         match outcome {
             Ok(result) => result,
             // Boxed: the cancel path dials a second connection, a future
