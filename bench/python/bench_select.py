@@ -30,8 +30,12 @@ asyncpg pool of 8 (`await pool.fetch`), and the 100,000-row fetch (asyncpg
 returns Record objects rather than tuples, and uses the binary protocol).
 
 The ratio column is the other driver's time over dialpool's: above 1 means
-dialpool is faster. The numbers depend on the machine and its load; compare
-ratios from the same run only.
+dialpool is faster. The drivers take turns within each round (blocks of
+100 calls; throughput rounds alternate), so load from elsewhere falls on
+all of them alike. The one-thread cases also show the CPU time of the
+calling thread per call (every driver here does its I/O and conversions on
+that thread): steadier than wall time on a shared machine. The numbers
+depend on the machine and its load; compare ratios from the same run only.
 """
 
 from __future__ import annotations
@@ -53,51 +57,81 @@ ROWS_SQL_PG = "SELECT g, 'row ' || g, g * 0.5 FROM generate_series(1, {n}) g"
 ROWS_SQL_MY = "SELECT seq, CONCAT('row ', seq), seq * 0.5 FROM seq_1_to_{n}"
 
 
-def per_call(fn: Callable[[], object], n: int, rounds: int) -> float:
-    """Median seconds per call over `rounds` rounds of `n` calls."""
-    for _ in range(min(n, 200)):
-        fn()
-    times = []
-    for _ in range(rounds):
-        t0 = time.perf_counter()
-        for _ in range(n):
+Timed = Tuple[str, float, Optional[float]]
+#: Calls per turn when the one-thread cases take turns (see compare()).
+BLOCK = 100
+
+
+def compare(cases: List[Tuple[str, Callable[[], object]]], n: int, rounds: int) -> List[Timed]:
+    """(name, median seconds per call, median CPU seconds per call) for each
+    case over `rounds` rounds of `n` calls. Within a round the cases take
+    turns in blocks of up to BLOCK calls, so a burst of load from elsewhere
+    on the machine (on this shared 2-core machine such bursts last a few
+    hundred ms and slow everything 2-5x) falls on all the drivers alike
+    rather than on whichever ran then. The CPU time is the calling
+    thread's (time.thread_time): every driver here does its socket I/O
+    and its conversions on the calling thread, so it is the driver's own
+    cost, steadier than wall time on a loaded machine."""
+    for _, fn in cases:
+        for _ in range(min(n, 200)):
             fn()
-        times.append((time.perf_counter() - t0) / n)
-    return statistics.median(times)
-
-
-def throughput(fn: Callable[[], object], threads: int, seconds: float, rounds: int) -> float:
-    """Median calls per second with `threads` threads calling `fn`."""
-    return throughput_each([fn] * threads, seconds, rounds)
-
-
-def throughput_each(fns: List[Callable[[], object]], seconds: float, rounds: int) -> float:
-    """Median calls per second with one thread per function, thread i
-    calling fns[i] (for drivers without a pool: a connection each)."""
-    threads = len(fns)
-    results = []
+    walls: List[List[float]] = [[] for _ in cases]
+    cpus: List[List[float]] = [[] for _ in cases]
     for _ in range(rounds):
-        stop = threading.Event()
-        counts = [0] * threads
+        wall = [0.0] * len(cases)
+        cpu = [0.0] * len(cases)
+        done = 0
+        while done < n:
+            block = min(BLOCK, n - done)
+            for i, (_, fn) in enumerate(cases):
+                c0 = time.thread_time()
+                t0 = time.perf_counter()
+                for _ in range(block):
+                    fn()
+                wall[i] += time.perf_counter() - t0
+                cpu[i] += time.thread_time() - c0
+            done += block
+        for i in range(len(cases)):
+            walls[i].append(wall[i] / n)
+            cpus[i].append(cpu[i] / n)
+    return [
+        (name, statistics.median(w), statistics.median(c)) for (name, _), w, c in zip(cases, walls, cpus)
+    ]
 
-        def work(i: int) -> None:
-            fn = fns[i]
-            c = 0
-            while not stop.is_set():
-                fn()
-                c += 1
-            counts[i] = c
 
-        ts = [threading.Thread(target=work, args=(i,)) for i in range(threads)]
-        t0 = time.perf_counter()
-        for t in ts:
-            t.start()
-        time.sleep(seconds)
-        stop.set()
-        for t in ts:
-            t.join()
-        results.append(sum(counts) / (time.perf_counter() - t0))
-    return statistics.median(results)
+def compare_throughput(cases: List[Tuple[str, List[Callable[[], object]]]], seconds: float, rounds: int) -> List[Timed]:
+    """(name, median calls per second, None) for each case, a thread per
+    function of the case; rounds interleaved as in compare()."""
+    results: List[List[float]] = [[] for _ in cases]
+    for _ in range(rounds):
+        for i, (_, fns) in enumerate(cases):
+            results[i].append(throughput_round(fns, seconds))
+    return [(name, statistics.median(r), None) for (name, _), r in zip(cases, results)]
+
+
+def throughput_round(fns: List[Callable[[], object]], seconds: float) -> float:
+    """Calls per second over one round of `seconds`, thread i calling fns[i]."""
+    threads = len(fns)
+    stop = threading.Event()
+    counts = [0] * threads
+
+    def work(i: int) -> None:
+        fn = fns[i]
+        c = 0
+        while not stop.is_set():
+            fn()
+            c += 1
+        counts[i] = c
+
+    ts = [threading.Thread(target=work, args=(i,)) for i in range(threads)]
+    t0 = time.perf_counter()
+    for t in ts:
+        t.start()
+    time.sleep(seconds)
+    stop.set()
+    for t in ts:
+        t.join()
+    return sum(counts) / (time.perf_counter() - t0)
 
 
 Row = Tuple[str, str, float, Optional[float], str]
@@ -110,17 +144,20 @@ def dist_version(name: str) -> str:
         return "?"
 
 
-async def a_per_call(fn: Callable[[], Awaitable[object]], n: int, rounds: int) -> float:
-    """per_call for a coroutine function, inside the running event loop."""
+async def a_per_call(fn: Callable[[], Awaitable[object]], n: int, rounds: int) -> Tuple[float, float]:
+    """compare() for one coroutine function, inside the running event loop:
+    (median seconds per call, median CPU seconds per call)."""
     for _ in range(min(n, 200)):
         await fn()
-    times = []
+    walls, cpus = [], []
     for _ in range(rounds):
+        c0 = time.thread_time()
         t0 = time.perf_counter()
         for _ in range(n):
             await fn()
-        times.append((time.perf_counter() - t0) / n)
-    return statistics.median(times)
+        walls.append((time.perf_counter() - t0) / n)
+        cpus.append((time.thread_time() - c0) / n)
+    return statistics.median(walls), statistics.median(cpus)
 
 
 async def a_throughput(fn: Callable[[int], Awaitable[object]], tasks: int, seconds: float, rounds: int) -> float:
@@ -154,7 +191,8 @@ class AsyncpgBench:
     def __init__(self, url: str, args: argparse.Namespace, rows_sql: str) -> None:
         self.ok = False
         self.version = ""
-        self.select1 = self.threads = self.threads_held = self.rows = 0.0
+        self.threads = self.threads_held = 0.0
+        self.select1 = self.rows = (0.0, 0.0)
         try:
             import asyncpg
         except ImportError as e:
@@ -197,17 +235,21 @@ class AsyncpgBench:
         self.ok = True
 
 
-def report(title: str, unit: str, rows: List[Tuple[str, float]], higher_is_better: bool = False) -> None:
+def report(title: str, unit: str, rows: List[Timed], higher_is_better: bool = False) -> None:
+    """Prints one case: the first row is dialpool, the ratio column is the
+    other driver's time over dialpool's (or dialpool's throughput over the
+    other's): above 1 means dialpool is faster."""
     print(f"\n{title}")
     base = rows[0][1]
-    for name, value in rows:
+    for name, value, cpu in rows:
         if higher_is_better:
             ratio = base / value
             shown = f"{value:12,.0f} {unit}"
         else:
             ratio = value / base
             shown = f"{value * 1e6:12,.1f} {unit}"
-        print(f"  {name:<44} {shown}   x{ratio:5.2f}")
+        cpu_shown = f"   cpu {cpu * 1e6:10,.1f} {unit}" if cpu is not None else ""
+        print(f"  {name:<44} {shown}   x{ratio:5.2f}{cpu_shown}")
 
 
 def bench_pg(url: str, args: argparse.Namespace) -> None:
@@ -243,63 +285,62 @@ def bench_pg(url: str, args: argparse.Namespace) -> None:
     def d_conn() -> object:
         return held.query("SELECT 1")
 
-    results = [("dialpool pool.query", per_call(d_pool, n, rounds))]
+    def p_pool() -> object:
+        with ppool.connection() as c:
+            return c.execute("SELECT 1").fetchall()
+
+    def p_conn() -> object:
+        return pconn.execute("SELECT 1").fetchall()
+
+    cases = [("dialpool pool.query", d_pool)]
     if psycopg is not None:
+        cases.append(("psycopg_pool connection()+execute", p_pool))
+    report("SELECT 1 on a pool, one thread (per call)", "us", compare(cases, n, rounds))
 
-        def p_pool() -> object:
-            with ppool.connection() as c:
-                return c.execute("SELECT 1").fetchall()
-
-        results.append(("psycopg_pool connection()+execute", per_call(p_pool, n, rounds)))
-    report("SELECT 1 on a pool, one thread (per call)", "us", results)
-
-    results = [("dialpool conn.query", per_call(d_conn, n, rounds))]
+    cases = [("dialpool conn.query", d_conn)]
     if psycopg is not None:
-
-        def p_conn() -> object:
-            return pconn.execute("SELECT 1").fetchall()
-
-        results.append(("psycopg conn.execute().fetchall()", per_call(p_conn, n, rounds)))
+        cases.append(("psycopg conn.execute().fetchall()", p_conn))
+    results = compare(cases, n, rounds)
     if apg.ok:
-        results.append(("asyncpg await conn.fetch() (async)", apg.select1))
+        results.append(("asyncpg await conn.fetch() (async)", *apg.select1))
     report("SELECT 1 on one held connection (per call)", "us", results)
 
     held.close()
-    results = [("dialpool pool.query", throughput(d_pool, args.threads, args.seconds, rounds))]
+    tcases = [("dialpool pool.query", [d_pool] * args.threads)]
     if psycopg is not None:
-        results.append(("psycopg_pool connection()+execute", throughput(p_pool, args.threads, args.seconds, rounds)))
+        tcases.append(("psycopg_pool connection()+execute", [p_pool] * args.threads))
+    results = compare_throughput(tcases, args.seconds, rounds)
     if apg.ok:
-        results.append((f"asyncpg pool.fetch() ({args.threads} tasks, async)", apg.threads))
-        results.append((f"asyncpg conn.fetch(), {args.threads} tasks, a conn each", apg.threads_held))
+        results.append((f"asyncpg pool.fetch() ({args.threads} tasks, async)", apg.threads, None))
+        results.append((f"asyncpg conn.fetch(), {args.threads} tasks, a conn each", apg.threads_held, None))
     report(f"SELECT 1 with {args.threads} threads on one pool (throughput)", "calls/s", results, True)
 
     def d_rows() -> object:
         return pool.query(rows_sql)
 
-    results = [(f"dialpool pool.query ({args.rows:,} rows)", per_call(d_rows, 1, max(rounds, 5)))]
+    def p_rows() -> object:
+        return pconn.execute(rows_sql).fetchall()
+
+    cases = [(f"dialpool pool.query ({args.rows:,} rows)", d_rows)]
     if psycopg is not None:
-
-        def p_rows() -> object:
-            return pconn.execute(rows_sql).fetchall()
-
-        results.append((f"psycopg execute().fetchall() ({args.rows:,} rows)", per_call(p_rows, 1, max(rounds, 5))))
+        cases.append((f"psycopg execute().fetchall() ({args.rows:,} rows)", p_rows))
+    results = compare(cases, 1, max(rounds, 5))
     if apg.ok:
-        results.append((f"asyncpg conn.fetch() ({args.rows:,} rows, async)", apg.rows))
+        results.append((f"asyncpg conn.fetch() ({args.rows:,} rows, async)", *apg.rows))
     report(f"Fetching {args.rows:,} rows of (int, text, numeric)", "us", results)
 
     def d_acq() -> None:
         with pool.acquire():
             pass
 
-    results = [("dialpool with pool.acquire()", per_call(d_acq, n, rounds))]
+    def p_acq() -> None:
+        with ppool.connection():
+            pass
+
+    cases = [("dialpool with pool.acquire()", d_acq)]
     if psycopg is not None:
-
-        def p_acq() -> None:
-            with ppool.connection():
-                pass
-
-        results.append(("psycopg_pool with pool.connection()", per_call(p_acq, n, rounds)))
-    report("acquire + release (per call)", "us", results)
+        cases.append(("psycopg_pool with pool.connection()", p_acq))
+    report("acquire + release (per call)", "us", compare(cases, n, rounds))
 
     pool.close()
     if psycopg is not None:
@@ -366,30 +407,35 @@ def bench_mariadb(url: str, args: argparse.Namespace) -> None:
     conns = [(label.split()[0], connect()) for label, connect in drivers]
     cursors = [(name, c.cursor()) for name, c in conns]  # type: ignore[attr-defined]
     held = pool.acquire()
-    results = [("dialpool conn.query", per_call(lambda: held.query("SELECT 1"), n, rounds))]
+    cases: List[Tuple[str, Callable[[], object]]] = [("dialpool conn.query", lambda: held.query("SELECT 1"))]
     for name, cur in cursors:
-        results.append((f"{name} cursor.execute().fetchall()", per_call(fetch(cur, "SELECT 1"), n, rounds)))
-    report("SELECT 1 on one held connection (per call)", "us", results)
+        cases.append((f"{name} cursor.execute().fetchall()", fetch(cur, "SELECT 1")))
+    report("SELECT 1 on one held connection (per call)", "us", compare(cases, n, rounds))
 
-    results = [("dialpool pool.query", per_call(lambda: pool.query("SELECT 1"), n, rounds))]
+    results = compare([("dialpool pool.query", lambda: pool.query("SELECT 1"))], n, rounds)
     report("SELECT 1 on a pool, one thread (per call; the others have no pool)", "us", results)
 
     rows_sql = ROWS_SQL_MY.format(n=args.rows)
-    results = [(f"dialpool conn.query ({args.rows:,} rows)", per_call(lambda: held.query(rows_sql), 1, max(rounds, 5)))]
+    cases = [(f"dialpool conn.query ({args.rows:,} rows)", lambda: held.query(rows_sql))]
     for name, cur in cursors:
-        results.append((f"{name} fetchall() ({args.rows:,} rows)", per_call(fetch(cur, rows_sql), 1, max(rounds, 5))))
-    report(f"Fetching {args.rows:,} rows of (int, text, decimal)", "us", results)
+        cases.append((f"{name} fetchall() ({args.rows:,} rows)", fetch(cur, rows_sql)))
+    report(f"Fetching {args.rows:,} rows of (int, text, decimal)", "us", compare(cases, 1, max(rounds, 5)))
     held.close()
 
-    results = [("dialpool pool.query", throughput(lambda: pool.query("SELECT 1"), args.threads, args.seconds, rounds))]
+    def d_pool() -> object:
+        return pool.query("SELECT 1")
+
+    own: List[object] = []
+    tcases: List[Tuple[str, List[Callable[[], object]]]] = [("dialpool pool.query", [d_pool] * args.threads)]
     for label, connect in drivers:
-        own = [connect() for _ in range(args.threads)]
-        fns = [fetch(c.cursor(), "SELECT 1") for c in own]  # type: ignore[attr-defined]
-        name = label.split()[0]
-        results.append((f"{name}, a connection per thread", throughput_each(fns, args.seconds, rounds)))
-        for c in own:
-            c.close()  # type: ignore[attr-defined]
+        mine = [connect() for _ in range(args.threads)]
+        own.extend(mine)
+        fns = [fetch(c.cursor(), "SELECT 1") for c in mine]  # type: ignore[attr-defined]
+        tcases.append((f"{label.split()[0]}, a connection per thread", fns))
+    results = compare_throughput(tcases, args.seconds, rounds)
     report(f"SELECT 1 with {args.threads} threads (throughput)", "calls/s", results, True)
+    for c in own:
+        c.close()  # type: ignore[attr-defined]
 
     pool.close()
     for _, c in conns:

@@ -14,10 +14,11 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 
 use dialpool::Error;
+use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{
-    PyBool, PyByteArray, PyBytes, PyFloat, PyInt, PyList, PyMemoryView, PyString, PyTuple, PyType,
+    PyBool, PyByteArray, PyBytes, PyFloat, PyInt, PyList, PyMemoryView, PyString, PyType,
 };
 
 use crate::errors::core_err;
@@ -310,6 +311,12 @@ impl<'py> Decoder<'py> {
 
 /// Rows of `result` as a list of tuples. A MySQL string or blob column
 /// given as [`Kind::TextOrBytes`] is decoded as its `binary` flag says.
+///
+/// The hot loop of a large fetch: it builds the list and the tuples with
+/// the C API directly (no intermediate `Vec` of rows or cells), makes the
+/// common cells (int, float, text, numeric, bool, NULL) from the bytes
+/// without a Rust `String` or a Python `str` on the way, and leaves the
+/// other types to [`Decoder::cell`].
 pub fn rows<'py>(
     py: Python<'py>,
     result: &dialpool::QueryResult,
@@ -320,21 +327,154 @@ pub fn rows<'py>(
         .zip(result.columns())
         .map(|(kind, column)| refine(*kind, column))
         .collect();
-    let mut decoder = Decoder::new(py)?;
-    let mut rows: Vec<Bound<'py, PyTuple>> = Vec::with_capacity(result.row_count());
-    let mut cells: Vec<Bound<'py, PyAny>> = Vec::with_capacity(kinds.len());
-    for row in 0..result.row_count() {
+    let nrows = result.row_count();
+    let ncols = kinds.len();
+    let (Ok(py_nrows), Ok(py_ncols)) = (
+        ffi::Py_ssize_t::try_from(nrows),
+        ffi::Py_ssize_t::try_from(ncols),
+    ) else {
+        return Err(pyo3::exceptions::PyOverflowError::new_err(
+            "result too large for a Python list",
+        ));
+    };
+    // Imported once per result, and only when a column needs it.
+    let decimal = if kinds.contains(&Kind::Decimal) {
+        Some(DECIMAL.import(py, "decimal", "Decimal")?)
+    } else {
+        None
+    };
+    let mut decoder: Option<Decoder<'py>> = None;
+    // The cyclic GC tracks every new tuple, and each collection then walks
+    // the rows made so far until it finds they hold no containers. Every
+    // value made here is atomic for the GC (int, float, str, bytes,
+    // Decimal, datetime types) except uuid.UUID, a Python class: without a
+    // UUID column a row can never be part of a cycle, so it is untracked at
+    // once, as CPython itself would do at its next collection.
+    let untrack = !kinds.contains(&Kind::Uuid);
+    // SAFETY: PyList_New returns a new reference or NULL with an exception
+    // set; from_owned_ptr_or_err takes either over. Its slots start NULL,
+    // which list_dealloc and the GC accept if we return early on an error.
+    let list = unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyList_New(py_nrows))? };
+    for row in 0..nrows {
+        // SAFETY: as for the list; the Bound owns the tuple until it is
+        // handed to the list, so an early return frees it.
+        let tuple = unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyTuple_New(py_ncols))? };
         for (col, kind) in kinds.iter().enumerate() {
-            let value = match result.bytes(row, col) {
-                None => py.None().into_bound(py),
-                Some(raw) => decoder.cell(*kind, raw)?,
+            let value: *mut ffi::PyObject = match result.bytes(row, col) {
+                None => py.None().into_ptr(),
+                Some(raw) => match fast_cell(py, *kind, raw, decimal) {
+                    Some(ptr) => ptr,
+                    None => {
+                        let decoder = match &mut decoder {
+                            Some(d) => d,
+                            None => decoder.insert(Decoder::new(py)?),
+                        };
+                        decoder.cell(*kind, raw)?.into_ptr()
+                    }
+                },
             };
-            cells.push(value);
+            // SAFETY: `tuple` is a new tuple of `ncols` slots and col <
+            // ncols; PyTuple_SetItem steals `value`, a new reference.
+            if unsafe { ffi::PyTuple_SetItem(tuple.as_ptr(), col as ffi::Py_ssize_t, value) } != 0 {
+                return Err(PyErr::fetch(py));
+            }
         }
-        // Drained, not copied: the tuple takes the references over.
-        rows.push(PyTuple::new(py, cells.drain(..))?);
+        if untrack {
+            // SAFETY: a tuple is a GC object, tracked since PyTuple_New.
+            unsafe { ffi::PyObject_GC_UnTrack(tuple.as_ptr().cast()) };
+        }
+        // SAFETY: row < nrows, the list's length; the list steals the tuple.
+        if unsafe { ffi::PyList_SetItem(list.as_ptr(), row as ffi::Py_ssize_t, tuple.into_ptr()) }
+            != 0
+        {
+            return Err(PyErr::fetch(py));
+        }
     }
-    PyList::new(py, rows)
+    // SAFETY: made by PyList_New above.
+    Ok(unsafe { list.cast_into_unchecked::<PyList>() })
+}
+
+/// A new reference to the value of a non-NULL cell of the common kinds,
+/// made straight from its bytes; None for everything else (other kinds,
+/// text that is not what the type says), which [`Decoder::cell`] handles
+/// with its fallbacks. Never leaves an exception set.
+fn fast_cell(
+    py: Python<'_>,
+    kind: Kind,
+    raw: &[u8],
+    decimal: Option<&Bound<'_, PyType>>,
+) -> Option<*mut ffi::PyObject> {
+    let len = ffi::Py_ssize_t::try_from(raw.len()).ok()?;
+    match kind {
+        Kind::Int => {
+            let v = parse_i64(raw)?;
+            // SAFETY: returns a new reference or NULL with an exception set.
+            new_or_clear(py, unsafe { ffi::PyLong_FromLongLong(v) })
+        }
+        Kind::Float => {
+            let f = parse_float(std::str::from_utf8(raw).ok()?)?;
+            // SAFETY: as above.
+            new_or_clear(py, unsafe { ffi::PyFloat_FromDouble(f) })
+        }
+        Kind::Text => {
+            // Python validates the UTF-8 itself; bytes that are not UTF-8
+            // fail here and come back as bytes from the decoder.
+            // SAFETY: `raw` is valid for `len` bytes.
+            new_or_clear(py, unsafe {
+                ffi::PyUnicode_FromStringAndSize(raw.as_ptr().cast(), len)
+            })
+        }
+        Kind::Decimal => {
+            let decimal = decimal?;
+            // SAFETY: `raw` is valid for `len` bytes.
+            let text = new_or_clear(py, unsafe {
+                ffi::PyUnicode_FromStringAndSize(raw.as_ptr().cast(), len)
+            })?;
+            // SAFETY: `text` is a new reference, owned by the Bound.
+            let text = unsafe { Bound::from_owned_ptr(py, text) };
+            // A text Decimal() refuses ("NaN" is accepted) comes back as
+            // text from the decoder, as before.
+            decimal.call1((text,)).ok().map(Bound::into_ptr)
+        }
+        Kind::Bool => match raw {
+            b"t" | b"true" | b"1" => Some(PyBool::new(py, true).to_owned().into_ptr()),
+            b"f" | b"false" | b"0" => Some(PyBool::new(py, false).to_owned().into_ptr()),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// `ptr` if the C API call made an object; on NULL, clears its exception
+/// so the caller can fall back.
+fn new_or_clear(py: Python<'_>, ptr: *mut ffi::PyObject) -> Option<*mut ffi::PyObject> {
+    if ptr.is_null() {
+        drop(PyErr::take(py));
+        None
+    } else {
+        Some(ptr)
+    }
+}
+
+/// A decimal integer that fits an i64 (an optional `-` and up to 18
+/// digits, which cannot overflow); None for anything else, which the
+/// decoder parses in full (u64, out-of-range values as text).
+fn parse_i64(raw: &[u8]) -> Option<i64> {
+    let (negative, digits) = match raw.split_first()? {
+        (b'-', rest) => (true, rest),
+        _ => (false, raw),
+    };
+    if digits.is_empty() || digits.len() > 18 {
+        return None;
+    }
+    let mut v: i64 = 0;
+    for &d in digits {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        v = v * 10 + i64::from(d - b'0');
+    }
+    Some(if negative { -v } else { v })
 }
 
 fn parse_float(text: &str) -> Option<f64> {

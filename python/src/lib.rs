@@ -286,6 +286,20 @@ fn convert_result(py: Python<'_>, dialect: Dialect, r: QueryResult) -> PyResult<
     })
 }
 
+/// Only the rows of a result.
+fn convert_rows<'py>(
+    py: Python<'py>,
+    dialect: Dialect,
+    r: &QueryResult,
+) -> PyResult<Bound<'py, PyList>> {
+    let kinds: Vec<convert::Kind> = r
+        .columns()
+        .iter()
+        .map(|c| type_info(dialect, c.type_id).kind)
+        .collect();
+    convert::rows(py, r, &kinds)
+}
+
 fn params_ref(texts: &[Option<String>]) -> Vec<Option<&str>> {
     texts.iter().map(|t| t.as_deref()).collect()
 }
@@ -305,6 +319,22 @@ impl Drop for RawPool {
         if let Some(events) = &self.events {
             events.stop_nowait();
         }
+    }
+}
+
+impl RawPool {
+    fn run(
+        &self,
+        py: Python<'_>,
+        sql: &str,
+        params: Option<&Bound<'_, PyAny>>,
+        timeout: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<QueryResult> {
+        let (sql, texts) = bind(py, self.dialect, sql, params)?;
+        let (ctx, token) = caller_ctx(py, timeout)?;
+        let params = params_ref(&texts);
+        let waited = wait(py, &token, self.pool.query_ctx(&sql, &params, &ctx))?;
+        waited.into_result()?.map_err(|e| core_err(py, &e))
     }
 }
 
@@ -357,12 +387,22 @@ impl RawPool {
         params: Option<&Bound<'_, PyAny>>,
         timeout: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<RawResult> {
-        let (sql, texts) = bind(py, self.dialect, sql, params)?;
-        let (ctx, token) = caller_ctx(py, timeout)?;
-        let params = params_ref(&texts);
-        let waited = wait(py, &token, self.pool.query_ctx(&sql, &params, &ctx))?;
-        let result = waited.into_result()?.map_err(|e| core_err(py, &e))?;
+        let result = self.run(py, sql, params, timeout)?;
         convert_result(py, self.dialect, result)
+    }
+
+    /// `query(...).rows` without the rest of the result (`Pool.query`'s
+    /// per-call cost: no description or result object to build).
+    #[pyo3(signature = (sql, params=None, timeout=None))]
+    fn rows<'py>(
+        &self,
+        py: Python<'py>,
+        sql: &str,
+        params: Option<&Bound<'_, PyAny>>,
+        timeout: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let result = self.run(py, sql, params, timeout)?;
+        convert_rows(py, self.dialect, &result)
     }
 
     #[pyo3(signature = (timeout=None, label=None))]
@@ -511,21 +551,17 @@ impl RawConn {
     fn put(&self, held: Held) {
         *self.lock() = Slot::Ready(Box::new(held));
     }
-}
 
-#[pymethods]
-impl RawConn {
     /// Runs one statement; with `begin`, opens a transaction first unless
     /// one is open (DB-API's implicit transactions).
-    #[pyo3(signature = (sql, params=None, timeout=None, begin=false))]
-    fn query(
+    fn run(
         &self,
         py: Python<'_>,
         sql: &str,
         params: Option<&Bound<'_, PyAny>>,
         timeout: Option<&Bound<'_, PyAny>>,
         begin: bool,
-    ) -> PyResult<RawResult> {
+    ) -> PyResult<QueryResult> {
         let (sql, texts) = bind(py, self.dialect, sql, params)?;
         let (ctx, token) = caller_ctx(py, timeout)?;
         let mut held = self.take(py)?;
@@ -544,8 +580,39 @@ impl RawConn {
         if let Some(signal) = waited.interrupted {
             return Err(signal);
         }
-        let result = result.map_err(|e| core_err(py, &e))?;
+        result.map_err(|e| core_err(py, &e))
+    }
+}
+
+#[pymethods]
+impl RawConn {
+    /// Runs one statement; with `begin`, opens a transaction first unless
+    /// one is open (DB-API's implicit transactions).
+    #[pyo3(signature = (sql, params=None, timeout=None, begin=false))]
+    fn query(
+        &self,
+        py: Python<'_>,
+        sql: &str,
+        params: Option<&Bound<'_, PyAny>>,
+        timeout: Option<&Bound<'_, PyAny>>,
+        begin: bool,
+    ) -> PyResult<RawResult> {
+        let result = self.run(py, sql, params, timeout, begin)?;
         convert_result(py, self.dialect, result)
+    }
+
+    /// `query(...).rows` without the rest of the result.
+    #[pyo3(signature = (sql, params=None, timeout=None, begin=false))]
+    fn rows<'py>(
+        &self,
+        py: Python<'py>,
+        sql: &str,
+        params: Option<&Bound<'_, PyAny>>,
+        timeout: Option<&Bound<'_, PyAny>>,
+        begin: bool,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let result = self.run(py, sql, params, timeout, begin)?;
+        convert_rows(py, self.dialect, &result)
     }
 
     /// Whether a transaction is open (or failed and not yet rolled back).

@@ -14,7 +14,6 @@
 //! without waking.
 
 use std::future::{poll_fn, Future};
-use std::pin::pin;
 use std::sync::OnceLock;
 use std::task::Poll;
 use std::time::{Duration, Instant};
@@ -80,9 +79,13 @@ where
     F: Future<Output = T> + Send,
 {
     let watch = on_main_thread();
+    // The core's futures are large state machines; boxed once here, each of
+    // the moves below (into the closure, the async block, the runtime)
+    // copies a pointer instead of the whole future, on every statement.
+    let work = Box::pin(work);
     let outcome = py.detach(move || {
         dialpool::runtime::block_on(async move {
-            let mut work = pin!(work);
+            let mut work = work;
             if !watch {
                 return (work.await, None);
             }

@@ -83,6 +83,53 @@ def test_special_floats(pool: dialpool.Pool) -> None:
     assert math.isnan(a) and b == -math.inf
 
 
+def test_integer_text_at_every_width(pool: dialpool.Pool) -> None:
+    """Integers are read from the text without a Python str: the i64 range
+    at its ends, every digit count, signs and zero; numeric integers past
+    int8 stay Decimal."""
+    values = [0, -0, 7, -7, 2**63 - 1, -(2**63)] + [10**k - 1 for k in range(1, 19)] + [-(10**k) for k in range(19)]
+    sql = "SELECT " + ", ".join(f"'{v}'::int8" for v in values)
+    [row] = pool.query(sql)
+    assert list(row) == values and all(type(v) is int for v in row)
+    [(small, word)] = pool.query("SELECT (-32768)::int2, 2147483647::int4")
+    assert (small, word) == (-32768, 2147483647)
+    [(big,)] = pool.query("SELECT 99999999999999999999::numeric")
+    assert big == Decimal("99999999999999999999") and type(big) is Decimal
+
+
+def test_many_rows_with_nulls(pool: dialpool.Pool) -> None:
+    """A larger result through the row builder: NULLs in every column,
+    every type of the fast path, the row count and order."""
+    rows = pool.query(
+        "SELECT g, CASE WHEN g % 3 = 0 THEN NULL ELSE 'r' || g END, "
+        "CASE WHEN g % 5 = 0 THEN NULL ELSE g * 0.5 END, g::float8 / 4, g % 2 = 0, "
+        "CASE WHEN g % 7 = 0 THEN NULL ELSE g END "
+        "FROM generate_series(1, 5000) g"
+    )
+    assert len(rows) == 5000
+    for g, row in enumerate(rows, start=1):
+        assert row == (
+            g,
+            None if g % 3 == 0 else f"r{g}",
+            None if g % 5 == 0 else Decimal(g) * Decimal("0.5"),
+            g / 4,
+            g % 2 == 0,
+            None if g % 7 == 0 else g,
+        )
+
+
+def test_rows_untracked_by_the_gc_unless_a_uuid(pool: dialpool.Pool) -> None:
+    """Rows of atomic values are left out of the cyclic GC (as CPython
+    does at its next collection anyway); a row with a UUID stays in it."""
+    import gc
+
+    [plain] = pool.query("SELECT 1, 'a', 1.5::numeric, now(), NULL")
+    assert not gc.is_tracked(plain)
+    [with_uuid] = pool.query("SELECT 1, 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11'::uuid")
+    assert gc.is_tracked(with_uuid)
+    assert with_uuid[1] == uuid.UUID("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11")
+
+
 def test_memoryview(pool: dialpool.Pool) -> None:
     assert pool.query("SELECT %s", (memoryview(b"mv"),)) == [(b"mv",)]
 

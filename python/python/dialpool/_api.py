@@ -168,7 +168,7 @@ class Pool:
     def query(self, sql: str, params: Params = (), timeout: Timeout = None) -> List[Row]:
         """Runs one statement on a pooled connection and returns its rows.
         ``timeout`` is one deadline for the acquire and the query together."""
-        return self._raw.query(sql, params, timeout).rows
+        return self._raw.rows(sql, params, timeout)
 
     def execute(self, sql: str, params: Params = (), timeout: Timeout = None) -> int:
         """Runs one statement and returns the affected row count (-1 when the
@@ -245,7 +245,7 @@ class Connection:
 
     def query(self, sql: str, params: Params = (), timeout: Timeout = None) -> List[Row]:
         """Runs one statement and returns its rows."""
-        return self._raw.query(sql, params, timeout, not self._autocommit).rows
+        return self._raw.rows(sql, params, timeout, not self._autocommit)
 
     def execute(self, sql: str, params: Params = (), timeout: Timeout = None) -> int:
         """Runs one statement and returns the affected row count."""
