@@ -177,42 +177,14 @@ impl AsyncWrite for Socket {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
         if !inline::active() {
-            return match this.for_reactor() {
+            return match self.get_mut().for_reactor() {
                 Ok(t) => Pin::new(t).poll_write(cx, buf),
                 Err(e) => Poll::Ready(Err(e)),
             };
         }
-        let fd = match this.for_caller() {
-            Ok(fd) => fd,
-            Err(e) => return Poll::Ready(Err(e)),
-        };
-        loop {
-            // SAFETY: send reads at most `buf.len()` bytes from `buf`.
-            // MSG_NOSIGNAL: a closed peer must give EPIPE, not kill a host
-            // process (C, Go, Python) that did not ignore SIGPIPE.
-            let sent = syscall_len(unsafe {
-                libc::send(
-                    fd,
-                    buf.as_ptr().cast(),
-                    buf.len(),
-                    libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-                )
-            });
-            match sent {
-                Ok(n) => {
-                    this.sent = n > 0;
-                    return Poll::Ready(Ok(n));
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    inline::wait_for(fd, libc::POLLOUT);
-                    return Poll::Pending;
-                }
-                Err(e) => return Poll::Ready(Err(e)),
-            }
-        }
+        // On the caller's thread one buffer is a vector of one.
+        self.poll_write_vectored(cx, &[io::IoSlice::new(buf)])
     }
     /// TLS writes its records as several buffers; one sendmsg(2) or
     /// writev(2) sends them all.
@@ -238,8 +210,9 @@ impl AsyncWrite for Socket {
         msg.msg_iov = bufs.as_ptr() as *mut libc::iovec;
         msg.msg_iovlen = bufs.len().min(libc::UIO_MAXIOV as usize) as _;
         loop {
-            // SAFETY: `msg` points at `bufs`, alive for the call; see
-            // poll_write for the flags.
+            // SAFETY: `msg` points at `bufs`, alive for the call.
+            // MSG_NOSIGNAL: a closed peer must give EPIPE, not kill a host
+            // process (C, Go, Python) that did not ignore SIGPIPE.
             let sent = syscall_len(unsafe {
                 libc::sendmsg(fd, &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
             });
