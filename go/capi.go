@@ -13,22 +13,6 @@ package dialpool
 #include <string.h>
 #include "dialpool.h"
 
-// Functions a newer library adds to the C ABI. Declared weak, so that this
-// package links against a library without them (they are then NULL and the
-// package falls back) and uses them as soon as the library has them.
-extern const dp_error *dp_error_source(const dp_error *err) __attribute__((weak));
-extern uint32_t dp_result_column_type(const dp_result *result, uintptr_t col) __attribute__((weak));
-extern int dp_result_last_insert_id(const dp_result *result, uint64_t *id) __attribute__((weak));
-extern dp_code dp_pool_open_with_events(const char *url, dp_event_fn callback, void *user_data,
-                                        dp_pool **pool, dp_error **err) __attribute__((weak));
-extern dp_code dp_pool_metrics_text(const dp_pool *pool, char **text, dp_error **err) __attribute__((weak));
-extern void dp_string_free(char *text) __attribute__((weak));
-
-static int dpg_have_error_source(void) { return dp_error_source != NULL; }
-static int dpg_have_column_type(void) { return dp_result_column_type != NULL; }
-static int dpg_have_events(void) { return dp_pool_open_with_events != NULL; }
-static int dpg_have_metrics(void) { return dp_pool_metrics_text != NULL && dp_string_free != NULL; }
-
 // The pool's event callback: hands the event to Go (events.go) with the
 // cgo.Handle of the Go func, carried in user_data.
 extern void dialpoolGoEvent(dp_event *event, uintptr_t handle);
@@ -37,17 +21,7 @@ static void dpg_on_event(const dp_event *event, void *user_data) {
 }
 
 static dp_code dpg_pool_open_events(const char *url, uintptr_t handle, dp_pool **pool, dp_error **err) {
-	if (dp_pool_open_with_events == NULL) return DP_INTERNAL;
 	return dp_pool_open_with_events(url, dpg_on_event, (void *)handle, pool, err);
-}
-
-// The metrics text copied into Go memory by the caller, then freed here.
-static dp_code dpg_metrics_text(const dp_pool *pool, char **text, dp_error **err) {
-	if (dp_pool_metrics_text == NULL) return DP_INTERNAL;
-	return dp_pool_metrics_text(pool, text, err);
-}
-static void dpg_string_free(char *text) {
-	if (dp_string_free != NULL) dp_string_free(text);
 }
 
 // Every field of an error, read in one crossing.
@@ -72,7 +46,7 @@ static void dpg_error_info(const dp_error *e, dpg_errinfo *out) {
 	out->message = dp_error_message(e);
 	out->limit = dp_error_limit(e);
 	out->sqlstate = dp_error_sqlstate(e);
-	out->source = dp_error_source ? dp_error_source(e) : NULL;
+	out->source = dp_error_source(e);
 }
 
 // The size of a result, so that Go can allocate once before the copy.
@@ -98,7 +72,7 @@ static void dpg_fill_shape(const dp_result *r, dpg_shape *s) {
 	s->cols = cols;
 	s->bytes = bytes;
 	s->affected = dp_result_affected_rows(r);
-	s->has_last_id = dp_result_last_insert_id ? dp_result_last_insert_id(r, &s->last_id) : 0;
+	s->has_last_id = dp_result_last_insert_id(r, &s->last_id);
 }
 
 // Runs one statement on conn and measures its result. text holds the SQL and the parameters, each NUL-terminated; offs[i] is
@@ -131,7 +105,7 @@ static void dpg_copy_free(dp_result *r, size_t rows, size_t cols, char *buf, int
 		if (n) memcpy(buf + off, name, n);
 		off += n;
 		lens[c] = (int64_t)n;
-		types[c] = dp_result_column_type ? dp_result_column_type(r, c) : 0;
+		types[c] = dp_result_column_type(r, c);
 	}
 	int64_t *cell = lens + cols;
 	for (size_t i = 0; i < rows; i++) {
@@ -159,14 +133,6 @@ import (
 	"sync"
 	"time"
 	"unsafe"
-)
-
-// Optional parts of the C ABI that the linked library may lack.
-var (
-	haveErrorSource = C.dpg_have_error_source() != 0
-	haveColumnType  = C.dpg_have_column_type() != 0
-	haveEvents      = C.dpg_have_events() != 0
-	haveMetrics     = C.dpg_have_metrics() != 0
 )
 
 // Version is the version of the linked dialpool library, e.g. "0.1.0".
@@ -299,9 +265,6 @@ func openPool(url string, onEvent func(Event)) (*cpool, error) {
 		}
 		return &cpool{p: p}, nil
 	}
-	if !haveEvents {
-		return nil, &Error{Code: CodeInvalidState, Message: "dialpool: the linked library has no pool events (dp_pool_open_with_events): rebuild target/release/libdialpool.a", Elapsed: -1}
-	}
 	h := cgo.NewHandle(onEvent)
 	if code := C.dpg_pool_open_events(curl, C.uintptr_t(h), &p, &e); code != C.DP_OK {
 		h.Delete()
@@ -328,9 +291,6 @@ func (p *cpool) close() {
 }
 
 func (p *cpool) metricsText() (string, error) {
-	if !haveMetrics {
-		return "", &Error{Code: CodeInvalidState, Message: "dialpool: the linked library has no metrics (dp_pool_metrics_text): rebuild target/release/libdialpool.a", Elapsed: -1}
-	}
 	p.mu.RLock()
 	if p.p == nil {
 		p.mu.RUnlock()
@@ -338,12 +298,12 @@ func (p *cpool) metricsText() (string, error) {
 	}
 	var text *C.char
 	var e *C.dp_error
-	code := C.dpg_metrics_text(p.p, &text, &e)
+	code := C.dp_pool_metrics_text(p.p, &text, &e)
 	p.mu.RUnlock()
 	if code != C.DP_OK {
 		return "", takeError(Code(code), e)
 	}
-	defer C.dpg_string_free(text)
+	defer C.dp_string_free(text)
 	return C.GoString(text), nil
 }
 
@@ -404,7 +364,7 @@ func (h *connHandle) release() {
 // result is a statement's outcome copied into Go memory.
 type result struct {
 	names    []string
-	types    []uint32 // nil when the library cannot say
+	types    []uint32 // each column's type id
 	cells    []int64  // value lengths row by row, -1 for SQL NULL
 	data     []byte   // the values back to back
 	rows     int
@@ -477,9 +437,7 @@ func copyResult(res *C.dp_result, shape *C.dpg_shape) *result {
 	}
 	r.data = buf[off : len(buf)-1]
 	r.cells = lens[cols:]
-	if haveColumnType {
-		r.types = types[:cols]
-	}
+	r.types = types[:cols]
 	return r
 }
 

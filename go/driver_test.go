@@ -88,18 +88,11 @@ func TestScanByColumnType(t *testing.T) {
 	if i != 42 || f != 1.5 || !b || s != "héllo" || ns.Valid || ni.Valid || u != math.MaxUint64 {
 		t.Fatalf("got %v %v %v %q %v %v %v", i, f, b, s, ns, ni, u)
 	}
-	if dialpool.ColumnTypesSupported() {
-		if !bytes.Equal(bs, []byte{0, 0xff, 0x10}) {
-			t.Fatalf("bytea: %x", bs)
-		}
-	} else if string(bs) != `\x00ff10` {
-		t.Fatalf("bytea as text: %q", bs)
+	if !bytes.Equal(bs, []byte{0, 0xff, 0x10}) {
+		t.Fatalf("bytea: %x", bs)
 	}
 
 	t.Run("time.Time", func(t *testing.T) {
-		if !dialpool.ColumnTypesSupported() {
-			t.Skip("SKIPPED " + t.Name() + ": the linked library has no dp_result_column_type, so values come as []byte and database/sql cannot scan them into time.Time")
-		}
 		var tz, ts, d time.Time
 		err := db.QueryRow(`SELECT '2024-02-03 04:05:06.789+05:30'::timestamptz, '2024-02-03 04:05:06.5'::timestamp, '2024-02-03'::date`).Scan(&tz, &ts, &d)
 		if err != nil {
@@ -430,9 +423,6 @@ func TestLayersThroughDatabaseSQL(t *testing.T) {
 		if !strings.Contains(e.Message, "timed out") {
 			t.Fatalf("the message should name the dial timeout: %s", e.Message)
 		}
-		if !dialpool.SourceSupported() {
-			t.Skip("SKIPPED " + t.Name() + " (the cause): the linked library has no dp_error_source, so the dial error behind ACQUIRE_TIMEOUT is only in the message: " + e.Message)
-		}
 		if !errors.Is(err, dialpool.ErrConnectTimeout) || e.Source == nil || !e.Source.Timeout() || e.Source.Layer != dialpool.LayerDial || e.Source.Limit != "connect_timeout" {
 			t.Fatalf("cause: %+v", e.Source)
 		}
@@ -448,9 +438,6 @@ func TestLayersThroughDatabaseSQL(t *testing.T) {
 		e := mustDpError(t, err)
 		if !errors.Is(err, dialpool.ErrAcquireTimeout) || !strings.Contains(e.Message, "refused") {
 			t.Fatalf("refused through the pool: %v", err)
-		}
-		if !dialpool.SourceSupported() {
-			t.Skip("SKIPPED " + t.Name() + " (the cause): the linked library has no dp_error_source, so the dial error behind ACQUIRE_TIMEOUT is only in the message: " + e.Message)
 		}
 		if !errors.Is(err, dialpool.ErrConnectionRefused) || e.Source == nil || e.Source.Timeout() || e.Source.Layer != dialpool.LayerDial {
 			t.Fatalf("cause: %+v", e.Source)

@@ -107,9 +107,8 @@ type Error struct {
 	// server, so running it again cannot run it twice.
 	Retryable bool
 	// Source is the error that caused this one: for ACQUIRE_TIMEOUT, the
-	// pool's last connect error (e.g. CONNECTION_REFUSED), when the linked
-	// library reports it (see SourceSupported). errors.Is and errors.As
-	// look through it.
+	// pool's last connect error (e.g. CONNECTION_REFUSED). errors.Is and
+	// errors.As look through it.
 	Source *Error
 
 	timeout  bool
@@ -178,18 +177,6 @@ var (
 	ErrConnectionLost     = sentinel(CodeConnectionLost, false)
 	ErrNetwork            = sentinel(CodeNetworkError, false)
 )
-
-// SourceSupported reports whether the linked library gives an error's cause
-// (dp_error_source), so that an ACQUIRE_TIMEOUT also matches the code of
-// the last connect error (ErrConnectionRefused, ErrConnectTimeout, …).
-func SourceSupported() bool { return haveErrorSource }
-
-// ColumnTypesSupported reports whether the linked library gives column
-// types (dp_result_column_type). With them, rows scan by column type
-// (int64, float64, bool, []byte, string, time.Time); without them every
-// value is []byte, which database/sql still converts to integers, floats,
-// booleans and strings on Scan, but not to time.Time.
-func ColumnTypesSupported() bool { return haveColumnType }
 
 // badConnError is an *Error that database/sql may retry on another
 // connection: it matches driver.ErrBadConn as well as its own code, and

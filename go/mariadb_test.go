@@ -33,9 +33,6 @@ func TestMariaDBQueriesAndTypes(t *testing.T) {
 		t.Fatalf("got %v %v %q %q %v %v", n, f, s, bs, ns, b)
 	}
 	t.Run("time.Time", func(t *testing.T) {
-		if !dialpool.ColumnTypesSupported() {
-			t.Skip("SKIPPED " + t.Name() + ": the linked library has no dp_result_column_type, so values come as []byte and database/sql cannot scan them into time.Time")
-		}
 		var dt, d time.Time
 		if err := db.QueryRow("SELECT CAST('2024-02-03 04:05:06.5' AS DATETIME(6)), CAST('2024-02-03' AS DATE)").Scan(&dt, &d); err != nil {
 			t.Fatal(err)
