@@ -14,6 +14,7 @@
 //! without waking.
 
 use std::future::{poll_fn, Future};
+use std::pin::pin;
 use std::sync::OnceLock;
 use std::task::Poll;
 use std::time::{Duration, Instant};
@@ -79,13 +80,11 @@ where
     F: Future<Output = T> + Send,
 {
     let watch = on_main_thread();
-    // The core's futures are large state machines; boxed once here, each of
-    // the moves below (into the closure, the async block, the runtime)
-    // copies a pointer instead of the whole future, on every statement.
-    let work = Box::pin(work);
+    // No box here: the core boxes a statement's large future itself
+    // (Session::query), so what moves below is small.
     let outcome = py.detach(move || {
         dialpool::runtime::block_on(async move {
-            let mut work = work;
+            let mut work = pin!(work);
             if !watch {
                 return (work.await, None);
             }

@@ -14,6 +14,7 @@ Blocking calls release the GIL; Ctrl-C interrupts them and cancels the
 statement on the server.
 """
 
+from . import _errors
 from ._errors import (
     SQLSTATE_CLASSES,
     AcquireTimeout,
@@ -106,36 +107,7 @@ __all__ = [
     "NUMBER",
     "DATETIME",
     "ROWID",
-    "Warning",
-    "Error",
-    "InterfaceError",
-    "DatabaseError",
-    "DataError",
-    "OperationalError",
-    "IntegrityError",
-    "InternalError",
-    "ProgrammingError",
-    "NotSupportedError",
-    "InvalidArgument",
-    "InvalidState",
-    "DnsError",
-    "DnsTimeout",
-    "ConnectTimeout",
-    "ConnectionRefused",
-    "NetworkUnreachable",
-    "NetworkError",
-    "TlsError",
-    "TlsTimeout",
-    "AuthError",
-    "LoginTimeout",
-    "ProtocolError",
-    "AcquireTimeout",
-    "PoolClosed",
-    "QueryTimeout",
-    "ReadTimeout",
-    "WriteTimeout",
-    "Cancelled",
-    "ConnectionLost",
-    "SQLSTATE_CLASSES",
     "__version__",
 ]
+# The exception classes: listed once, in _errors.
+__all__ += _errors.__all__
