@@ -11,6 +11,7 @@ package dialpool
 
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
 #include "dialpool.h"
 
 // The pool's event callback: hands the event to Go (events.go) with the
@@ -75,21 +76,47 @@ static void dpg_fill_shape(const dp_result *r, dpg_shape *s) {
 	s->has_last_id = dp_result_last_insert_id(r, &s->last_id);
 }
 
-// Runs one statement on conn and measures its result. text holds the SQL and the parameters, each NUL-terminated; offs[i] is
+// A statement the goroutine waits for in Go's netpoller (poller.go).
+// dpg_start and dpg_step return 1 when the statement waits (*wait says for
+// what) and 0 when it has finished (*code, and *result with *shape or
+// *err); dpg_finish ends it, blocking if need be.
+static int dpg_finish(dp_op *op, dp_result **result, dpg_shape *shape, dp_code *code, dp_error **err) {
+	*code = dp_op_finish(op, result, err);
+	if (*code == DP_OK) dpg_fill_shape(*result, shape);
+	return 0;
+}
+
+static int dpg_step(dp_op *op, dp_wait *wait, dp_result **result, dpg_shape *shape, dp_code *code, dp_error **err) {
+	if (dp_op_poll(op, wait)) return 1;
+	return dpg_finish(op, result, shape, code, err);
+}
+
+// text holds the SQL and the parameters, each NUL-terminated; offs[i] is
 // parameter i's offset in text, or -1 for SQL NULL.
-static dp_code dpg_query(dp_conn *conn, const dp_ctx *ctx,
-                         const char *text, const int64_t *offs, size_t nparams,
-                         dp_result **result, dpg_shape *shape, dp_error **err) {
+static int dpg_start(dp_conn *conn, const dp_ctx *ctx,
+                     const char *text, const int64_t *offs, size_t nparams,
+                     dp_op **op, dp_wait *wait, dp_result **result, dpg_shape *shape,
+                     dp_code *code, dp_error **err) {
 	const char *local[16];
 	const char **params = local;
 	if (nparams > 16) {
 		params = malloc(nparams * sizeof *params);
-		if (params == NULL) return DP_INTERNAL;
+		if (params == NULL) {
+			*code = DP_INTERNAL;
+			return 0;
+		}
 	}
 	for (size_t i = 0; i < nparams; i++) params[i] = offs[i] < 0 ? NULL : text + offs[i];
-	dp_code code = dp_conn_query(conn, ctx, text, nparams, params, result, err);
+	*code = dp_conn_query_start(conn, ctx, text, nparams, params, op, err);
 	if (params != local) free(params);
-	if (code == DP_OK) dpg_fill_shape(*result, shape);
+	if (*code != DP_OK) return 0;
+	return dpg_step(*op, wait, result, shape, code, err);
+}
+
+// Acquires a connection and reads its socket, in one crossing.
+static dp_code dpg_acquire(const dp_pool *pool, const dp_ctx *ctx, dp_conn **conn, int *fd, uint64_t *socket_id, dp_error **err) {
+	dp_code code = dp_pool_acquire(pool, ctx, conn, err);
+	if (code == DP_OK) code = dp_conn_socket(*conn, fd, socket_id, err);
 	return code;
 }
 
@@ -129,8 +156,10 @@ import "C"
 import (
 	"context"
 	"errors"
+	"os"
 	"runtime/cgo"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unsafe"
 )
@@ -187,7 +216,28 @@ type callCtx struct {
 	p     *C.dp_ctx
 	stop  func() bool
 	fired chan struct{}
+	// Set when ctx can be cancelled: a cancel must also end a wait in the
+	// netpoller, which dp_ctx_cancel cannot reach.
+	cancel *cancelState
 }
+
+type cancelState struct {
+	cancelled atomic.Bool
+	waiting   atomic.Pointer[pollFile] // the socket a statement waits on
+}
+
+// waitOn records that the statement is about to wait on pf; false when
+// ctx was cancelled meanwhile (then the statement ends in C).
+func (c *callCtx) waitOn(pf *pollFile) bool {
+	if c.cancel == nil {
+		return true
+	}
+	c.cancel.waiting.Store(pf)
+	return !c.cancel.cancelled.Load()
+}
+
+// cancelled tells whether ctx was cancelled (not expired).
+func (c *callCtx) cancelled() bool { return c.cancel != nil && c.cancel.cancelled.Load() }
 
 // begin prepares the dp_ctx. It fails without touching C when ctx is
 // already done or its deadline has passed (with ctx.Err() or
@@ -215,6 +265,8 @@ func (c *callCtx) begin(ctx context.Context) error {
 	if done != nil {
 		fired := make(chan struct{})
 		c.fired = fired
+		cs := &cancelState{}
+		c.cancel = cs
 		c.stop = context.AfterFunc(ctx, func() {
 			defer close(fired)
 			// An expired deadline is the core's to report (it knows which
@@ -223,6 +275,12 @@ func (c *callCtx) begin(ctx context.Context) error {
 				return
 			}
 			C.dp_ctx_cancel(p)
+			// Stored before the load below, as waitOn stores before its
+			// load: one of the two sees the other.
+			cs.cancelled.Store(true)
+			if pf := cs.waiting.Load(); pf != nil {
+				pf.interrupt()
+			}
 		})
 	}
 	return nil
@@ -235,6 +293,13 @@ func (c *callCtx) end() {
 	}
 	if c.stop != nil && !c.stop() {
 		<-c.fired // the cancel is running: wait before freeing
+	}
+	if cs := c.cancel; cs != nil && cs.cancelled.Load() {
+		if pf := cs.waiting.Load(); pf != nil {
+			// interrupt left a past deadline on the socket; the next
+			// statement on it must set its own.
+			pf.deadline = interruptAt
+		}
 	}
 	C.dp_ctx_free(c.p)
 	c.p = nil
@@ -284,6 +349,7 @@ func (p *cpool) close() {
 	p.mu.Unlock()
 	if h != nil {
 		C.dp_pool_close(h)
+		forgetPool(p)
 	}
 	if events != 0 {
 		events.Delete()
@@ -349,9 +415,12 @@ func errPoolClosedLocally() *Error {
 	return &Error{Code: CodePoolClosed, Layer: LayerPool, Message: "pool: the pool is closed", Elapsed: -1}
 }
 
-// connHandle is one checked-out core connection (nil when none is held).
+// connHandle is one checked-out core connection (nil when none is held)
+// and its socket.
 type connHandle struct {
-	p *C.dp_conn
+	p        *C.dp_conn
+	fd       int
+	socketID uint64
 }
 
 func (h *connHandle) release() {
@@ -384,11 +453,6 @@ func (p *cpool) query(ctx context.Context, h *connHandle, text []byte, offs []in
 		return nil, h.p == nil, err
 	}
 	defer cc.end()
-	var offsPtr *C.int64_t
-	if len(offs) > 0 {
-		offsPtr = (*C.int64_t)(unsafe.Pointer(&offs[0]))
-	}
-	var e *C.dp_error
 	if h.p == nil {
 		// The acquire alone holds the pool handle, so that closing the pool
 		// waits for acquires but never for a running statement.
@@ -397,19 +461,132 @@ func (p *cpool) query(ctx context.Context, h *connHandle, text []byte, offs []in
 			p.mu.RUnlock()
 			return nil, true, errPoolClosedLocally()
 		}
-		code := C.dp_pool_acquire(p.p, cc.p, &h.p, &e)
+		var fd C.int
+		var id C.uint64_t
+		var e *C.dp_error
+		code := C.dpg_acquire(p.p, cc.p, &h.p, &fd, &id, &e)
 		p.mu.RUnlock()
 		if code != C.DP_OK {
+			h.release() // acquired, but its socket could not be read
 			return nil, true, takeError(Code(code), e)
 		}
+		h.fd, h.socketID = int(fd), uint64(id)
 	}
-	var res *C.dp_result
-	var shape C.dpg_shape
-	code := C.dpg_query(h.p, cc.p, (*C.char)(unsafe.Pointer(&text[0])), offsPtr, C.size_t(len(offs)), &res, &shape, &e)
-	if code != C.DP_OK {
-		return nil, false, takeError(Code(code), e)
+	s := statement{h: h, cc: &cc, text: text, offs: offs}
+	if pf := pollerFor(p, h.fd, h.socketID); pf != nil && cc.waitOn(pf) {
+		s.inNetpoller(pf)
+	} else {
+		s.inC()
 	}
-	return copyResult(res, &shape), false, nil
+	if s.code != C.DP_OK {
+		return nil, false, takeError(Code(s.code), s.e)
+	}
+	return copyResult(s.res, &s.shape), false, nil
+}
+
+// statement is one statement's trip through the C calls.
+type statement struct {
+	h     *connHandle
+	cc    *callCtx
+	text  []byte
+	offs  []int64
+	op    *C.dp_op
+	wait  C.dp_wait
+	res   *C.dp_result
+	shape C.dpg_shape
+	code  C.dp_code
+	e     *C.dp_error
+}
+
+// start sends the statement; 1 means it waits (s.wait).
+func (s *statement) start() C.int {
+	var offsPtr *C.int64_t
+	if len(s.offs) > 0 {
+		offsPtr = (*C.int64_t)(unsafe.Pointer(&s.offs[0]))
+	}
+	return C.dpg_start(s.h.p, s.cc.p, (*C.char)(unsafe.Pointer(&s.text[0])), offsPtr, C.size_t(len(s.offs)),
+		&s.op, &s.wait, &s.res, &s.shape, &s.code, &s.e)
+}
+
+// inC runs the statement with its waits in C.
+func (s *statement) inC() {
+	if s.start() == 1 {
+		C.dpg_finish(s.op, &s.res, &s.shape, &s.code, &s.e)
+	}
+}
+
+// inNetpoller runs the statement with its waits for its own socket in Go's
+// netpoller. The statement is sent from inside RawRead: RawRead forgets
+// any readiness from before it starts, and a reply can only come after
+// the send.
+func (s *statement) inNetpoller(pf *pollFile) {
+	state := C.int(-1) // not started
+	write := false
+	for {
+		ours := true
+		next := func(uintptr) bool {
+			if state < 0 {
+				state = s.start()
+			} else {
+				state = C.dpg_step(s.op, &s.wait, &s.res, &s.shape, &s.code, &s.e)
+			}
+			if state != 1 {
+				return true
+			}
+			if int(s.wait.fd) != pf.fd || uint64(s.wait.socket_id) != pf.id || (s.wait.events&C.POLLOUT != 0) != write {
+				ours = false // another socket (a server-side cancel) or direction
+				return true
+			}
+			timeout := time.Duration(-1)
+			if s.wait.timeout_us >= 0 {
+				timeout = time.Duration(s.wait.timeout_us) * time.Microsecond
+			}
+			if pf.setTimeout(timeout) != nil || s.cc.cancelled() {
+				ours = false
+				return true
+			}
+			return false
+		}
+		var err error
+		if write {
+			err = pf.rc.Write(next)
+		} else {
+			err = pf.rc.Read(next)
+		}
+		switch {
+		case state == 0:
+			return
+		case state < 0:
+			// The duplicate is gone (closed by a sweep or the pool's close)
+			// before the statement started: C does it all.
+			s.inC()
+			return
+		case err != nil && !errors.Is(err, os.ErrDeadlineExceeded):
+			// ... or while it waited: C does the rest.
+			C.dpg_finish(s.op, &s.res, &s.shape, &s.code, &s.e)
+			return
+		case state == 1 && !ours:
+			if s.wait.events&C.POLLOUT != 0 != write && int(s.wait.fd) == pf.fd && !s.cc.cancelled() {
+				write = !write
+				continue
+			}
+			C.dpg_finish(s.op, &s.res, &s.shape, &s.code, &s.e)
+			return
+		}
+		// The deadline passed or a cancel interrupted: the core looks, in
+		// the next RawRead, which would fail at once on the past deadline;
+		// so that deadline goes first (a cancel from now on is seen after
+		// the next setTimeout, in next).
+		if s.cc.cancelled() {
+			C.dpg_finish(s.op, &s.res, &s.shape, &s.code, &s.e)
+			return
+		}
+		pf.deadline = interruptAt // whichever it was, it is in the past
+		if pf.setTimeout(-1) != nil {
+			C.dpg_finish(s.op, &s.res, &s.shape, &s.code, &s.e)
+			return
+		}
+	}
 }
 
 func copyResult(res *C.dp_result, shape *C.dpg_shape) *result {

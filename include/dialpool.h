@@ -98,6 +98,11 @@ typedef struct dp_ctx dp_ctx;
 // message. Owned by the caller; free with `dp_error_free`.
 typedef struct dp_error dp_error;
 
+// A statement started with `dp_conn_query_start`, driven by
+// `dp_op_poll` and ended by `dp_op_finish`. Use it from one thread at a
+// time; successive calls may come from different threads.
+typedef struct dp_op dp_op;
+
 // A connection pool. Thread-safe: any thread may use it at any time.
 typedef struct dp_pool dp_pool;
 
@@ -162,6 +167,19 @@ typedef struct dp_stats {
   // The max_idle_time in force in microseconds (0: off).
   uint64_t max_idle_time_us;
 } dp_stats;
+
+// What a statement waits for before `dp_op_poll` can take it further:
+// `fd` becoming readable (`events` has POLLIN) or writable (POLLOUT), or
+// `timeout_us` microseconds passing (negative: no limit), whichever comes
+// first. `socket_id` tells connections apart when the kernel reuses a
+// descriptor number: unique in the process for a database connection's
+// socket (never 0), 0 for a short-lived one (a server-side cancel).
+typedef struct dp_wait {
+  int fd;
+  int16_t events;
+  uint64_t socket_id;
+  int64_t timeout_us;
+} dp_wait;
 
 #ifdef __cplusplus
 extern "C" {
@@ -336,6 +354,49 @@ enum dp_code dp_conn_execute(struct dp_conn *conn,
                              const char *const *params,
                              uint64_t *affected,
                              struct dp_error **err);
+
+// Starts `sql` with `nparams` text parameters (NULL entries are SQL NULL)
+// on this connection without blocking, for a caller that waits for the
+// socket in its own event loop: `dp_op_poll` takes it as far as it goes
+// without blocking, `dp_op_finish` ends it. `sql`, `params` and `ctx`'s
+// deadline are copied; `ctx` must stay alive until `dp_op_finish` (a
+// `dp_ctx_cancel` on it cancels the statement, on the server too). The
+// connection must not be used or released until then. On success `*op`
+// is the operation.
+enum dp_code dp_conn_query_start(struct dp_conn *conn,
+                                 const struct dp_ctx *ctx,
+                                 const char *sql,
+                                 uintptr_t nparams,
+                                 const char *const *params,
+                                 struct dp_op **op,
+                                 struct dp_error **err);
+
+// The connection's socket: `*fd` its descriptor (owned by the library:
+// never close it; it changes only when the connection does) and
+// `*socket_id` as in `dp_wait`, for a caller that prepares its wait before
+// `dp_conn_query_start`. Either out-pointer may be NULL.
+enum dp_code dp_conn_socket(struct dp_conn *conn,
+                            int *fd,
+                            uint64_t *socket_id,
+                            struct dp_error **err);
+
+// Takes the statement as far as it goes without waiting. Returns 1 when
+// it must wait for one socket: `*wait` says which and for what; wait for
+// that in any way (poll(2), an event loop), then call again. The socket is
+// usually the connection's own (`dp_conn_socket`), but may be a
+// short-lived one (`socket_id` 0: the connection of a server-side
+// cancel). Returns 0 when it has finished: `dp_op_finish` gives the
+// outcome without blocking. Anything else the statement waits for
+// (several sockets, a deadline alone) is waited for inside this call. A
+// `dp_ctx_cancel` does not end the caller's own wait: whoever cancels
+// must end it too, then call again.
+int dp_op_poll(struct dp_op *op, struct dp_wait *wait);
+
+// Ends the statement, waiting for it (blocking) when `dp_op_poll` has not
+// seen it finish, and frees `op` in every case. On success `*result`
+// (when `result` is not NULL) is owned by the caller (`dp_result_free`).
+// NULL `op` is INVALID_ARGUMENT.
+enum dp_code dp_op_finish(struct dp_op *op, struct dp_result **result, struct dp_error **err);
 
 // Rows in the result (0 for NULL).
 uintptr_t dp_result_row_count(const struct dp_result *result);

@@ -133,6 +133,15 @@ impl Session {
         }
     }
 
+    /// The socket's descriptor and its id, for a caller that waits for it
+    /// in its own event loop (see [`crate::runtime::step`]).
+    pub fn socket_ident(&self) -> (std::os::fd::RawFd, u64) {
+        match self {
+            Session::Postgres(c) => c.socket_ident(),
+            Session::Mysql(c) => c.socket_ident(),
+        }
+    }
+
     fn probe(&self) -> Liveness {
         match self {
             Session::Postgres(c) => c.probe(),

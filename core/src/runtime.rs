@@ -107,6 +107,12 @@ pub fn handle() -> Result<tokio::runtime::Handle> {
 /// the runtime starts), so that the per-call check needs no getpid(2).
 static FORKED: AtomicBool = AtomicBool::new(false);
 
+/// Whether this process is a child made by fork() after the runtime
+/// started.
+pub(crate) fn forked() -> bool {
+    FORKED.load(Ordering::Relaxed)
+}
+
 extern "C" fn mark_forked() {
     FORKED.store(true, Ordering::Relaxed);
 }
@@ -126,8 +132,12 @@ fn check_pid(s: &Shared) -> Result<()> {
     Ok(())
 }
 
-/// Runs `fut` to completion on the internal runtime, blocking this thread.
-pub fn block_on<F: Future>(fut: F) -> Result<F::Output> {
+/// The checks every call on the caller's thread makes, and that thread's
+/// parker.
+fn caller() -> Result<(
+    &'static Shared,
+    (std::sync::Arc<inline::Parker>, std::task::Waker),
+)> {
     if tokio::runtime::Handle::try_current().is_ok() {
         return Err(Error::invalid_state(
             "a blocking dialpool call was made from inside an async runtime, where it would stall the \
@@ -138,13 +148,57 @@ pub fn block_on<F: Future>(fut: F) -> Result<F::Output> {
     check_pid(s)?;
     let parker = inline::parker()
         .map_err(|e| Error::internal(format!("cannot create the calling thread's eventfd: {e}")))?;
+    Ok((s, parker))
+}
+
+/// Runs `fut` to completion on the internal runtime, blocking this thread.
+pub fn block_on<F: Future>(fut: F) -> Result<F::Output> {
+    let (s, parker) = caller()?;
     // The runtime's context, so the future can create tokio resources
     // (timers, sockets) that the workers drive.
     let _context = s.runtime.enter();
     // Pinned here, once: an operation's future can be KBs, and every move
     // is a copy on every call.
     let fut = std::pin::pin!(fut);
-    Ok(inline::run(&parker, fut))
+    match inline::drive(&parker, fut, false) {
+        Step::Ready(out) => Ok(out),
+        Step::Wait(_) => unreachable!("drive hands no wait back when asked not to"),
+    }
+}
+
+/// What an operation run with [`step`] waits for before it can go on: one
+/// socket becoming readable or writable, or `until` passing, whichever
+/// comes first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SocketWait {
+    pub fd: std::os::fd::RawFd,
+    /// `libc::POLLIN` or `libc::POLLOUT`.
+    pub events: i16,
+    /// Tells sockets apart when the kernel reuses a descriptor number:
+    /// unique in the process for a database session's socket, 0 for others.
+    pub socket_id: u64,
+    pub until: Option<std::time::Instant>,
+}
+
+/// One call of [`step`]: the operation finished, or it waits for a socket.
+#[derive(Debug)]
+pub enum Step<T> {
+    Ready(T),
+    Wait(SocketWait),
+}
+
+/// Runs `fut` on the calling thread until it finishes or would block on
+/// exactly one socket (and maybe a deadline): then the wait is handed back,
+/// so that the caller can wait in its own event loop (Go's netpoller) and
+/// call again. Anything else the future waits for (several sockets, only a
+/// deadline, a wake from another thread) is waited for here, as
+/// [`block_on`] would. While the caller waits, only the socket and the
+/// deadline end its wait: a wake from another thread (a cancel) is seen at
+/// the next call, so whoever cancels must also end the caller's wait.
+pub fn step<F: Future + ?Sized>(fut: std::pin::Pin<&mut F>) -> Result<Step<F::Output>> {
+    let (s, parker) = caller()?;
+    let _context = s.runtime.enter();
+    Ok(inline::drive(&parker, fut, true))
 }
 
 /// The calling thread's side of [`block_on`]: its parker, the thread-local
@@ -159,7 +213,9 @@ pub mod inline {
     use std::task::{Context, Poll, Wake, Waker};
     use std::time::Instant;
 
-    /// Wakes a thread parked in [`run`]: sets a flag and,
+    use super::{SocketWait, Step};
+
+    /// Wakes a thread parked in [`drive`]: sets a flag and,
     /// on the first wake since the flag was cleared, writes the thread's
     /// eventfd, which every wait of that thread includes.
     pub struct Parker {
@@ -219,15 +275,19 @@ pub mod inline {
     thread_local! {
         static PARKER: std::cell::RefCell<Option<(Arc<Parker>, Waker)>> =
             const { std::cell::RefCell::new(None) };
-        /// Set while this thread runs [`run`].
+        /// Set while this thread runs [`drive`].
         static ACTIVE: Cell<bool> = const { Cell::new(false) };
         /// The earliest deadline that returned Pending during this poll
-        /// pass: [`run`] parks no longer than that.
+        /// pass: [`drive`] parks no longer than that.
         static NEXT_WAKE: Cell<Option<Instant>> = const { Cell::new(None) };
         /// The sockets that would block in this poll pass, with the events
-        /// they wait for: [`run`] parks on them beside the eventfd.
+        /// they wait for: [`drive`] parks on them beside the eventfd.
         static WAIT_FDS: std::cell::RefCell<Vec<libc::pollfd>> =
             const { std::cell::RefCell::new(Vec::new()) };
+        /// The `socket_id` of the last [`wait_for`] in this poll pass.
+        static WAIT_ID: Cell<u64> = const { Cell::new(0) };
+        /// Set while [`drive`] may hand a wait back to its caller.
+        static HAND_OFF: Cell<bool> = const { Cell::new(false) };
     }
 
     /// This thread's parker and its waker, made once per thread.
@@ -257,6 +317,12 @@ pub mod inline {
         ACTIVE.with(Cell::get)
     }
 
+    /// Whether a socket wait may be handed to the caller (see
+    /// [`super::step`]), who may then wait on a duplicate of the socket.
+    pub fn hands_off() -> bool {
+        HAND_OFF.with(Cell::get)
+    }
+
     /// Polls `poll`; when it returns Pending and `at` has not passed, the
     /// caller's thread is woken at `at` at the latest. Only meaningful when
     /// [`active`].
@@ -268,30 +334,38 @@ pub mod inline {
         out
     }
 
-    /// Asks [`run`] to wake the caller when `fd` has `events` (POLLIN or
-    /// POLLOUT). The socket's poll then returns Pending. Only when
-    /// [`active`].
-    pub fn wait_for(fd: RawFd, events: libc::c_short) {
+    /// Asks [`drive`] to wake the caller when `fd` has `events` (POLLIN or
+    /// POLLOUT); `socket_id` as in [`super::SocketWait`]. The socket's poll
+    /// then returns Pending. Only when [`active`].
+    pub fn wait_for(fd: RawFd, events: libc::c_short, socket_id: u64) {
         WAIT_FDS.with(|w| w.borrow_mut().push(pollfd(fd, events)));
+        WAIT_ID.with(|w| w.set(socket_id));
     }
 
     /// The caller-thread executor: polls `fut`; when it is Pending, parks in
     /// one ppoll on the thread's eventfd (any waker), the sockets that
     /// would block (see [`wait_for`]) and the earliest pending deadline.
     /// Every branch of the future is polled before the thread parks, so a
-    /// socket wait never hides another branch's wake.
-    pub(super) fn run<F: Future>(
+    /// socket wait never hides another branch's wake. With `hand_off`, a
+    /// wait for exactly one socket is returned instead (see
+    /// [`super::step`]).
+    pub(super) fn drive<F: Future + ?Sized>(
         parker: &(Arc<Parker>, Waker),
         mut fut: std::pin::Pin<&mut F>,
-    ) -> F::Output {
-        struct Reset(bool);
+        hand_off: bool,
+    ) -> Step<F::Output> {
+        struct Reset(bool, bool);
         impl Drop for Reset {
             fn drop(&mut self) {
                 ACTIVE.with(|a| a.set(self.0));
+                HAND_OFF.with(|h| h.set(self.1));
                 WAIT_FDS.with(|w| w.borrow_mut().clear());
             }
         }
-        let _reset = Reset(ACTIVE.with(|a| a.replace(true)));
+        let _reset = Reset(
+            ACTIVE.with(|a| a.replace(true)),
+            HAND_OFF.with(|h| h.replace(hand_off)),
+        );
         let (parker, waker) = parker;
         let mut cx = Context::from_waker(waker);
         let mut fds: Vec<libc::pollfd> = Vec::new();
@@ -300,10 +374,24 @@ pub mod inline {
             NEXT_WAKE.with(|n| n.set(None));
             WAIT_FDS.with(|w| w.borrow_mut().clear());
             if let Poll::Ready(out) = fut.as_mut().poll(&mut cx) {
-                return out;
+                return Step::Ready(out);
             }
             if parker.notified.load(Ordering::SeqCst) {
                 continue;
+            }
+            if hand_off {
+                let one = WAIT_FDS.with(|w| match w.borrow().as_slice() {
+                    [only] => Some(*only),
+                    _ => None,
+                });
+                if let Some(p) = one {
+                    return Step::Wait(SocketWait {
+                        fd: p.fd,
+                        events: p.events,
+                        socket_id: WAIT_ID.with(Cell::get),
+                        until: NEXT_WAKE.with(Cell::get),
+                    });
+                }
             }
             fds.clear();
             fds.push(pollfd(parker.efd.as_raw_fd(), libc::POLLIN));

@@ -36,6 +36,37 @@ pub struct Socket {
     /// the next read waits for it first (ppoll, then recv) instead of
     /// spending a recv(2) on EAGAIN, as libpq does.
     sent: bool,
+    /// Unique in the process (see [`crate::runtime::SocketWait`]).
+    id: u64,
+    /// A caller may hold a duplicate of the descriptor: it asked for it
+    /// ([`Socket::ident`]) or was handed a wait for it
+    /// ([`crate::runtime::step`]).
+    exported: std::sync::atomic::AtomicBool,
+}
+
+/// The next [`Socket`]'s id; 0 is never one.
+static NEXT_SOCKET_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+impl Drop for Socket {
+    /// A caller that waits for this socket in its own event loop (see
+    /// [`crate::runtime::step`]) holds a duplicate of its descriptor, which
+    /// would keep the connection open after our close. shutdown(2) ends it
+    /// for every descriptor at once, so the server sees the close on time.
+    /// Never in a child made by fork(): there it would cut the parent's
+    /// session too.
+    fn drop(&mut self) {
+        if !*self.exported.get_mut() || crate::runtime::forked() {
+            return;
+        }
+        let fd = match &self.io {
+            SocketIo::Reactor(t) => t.as_raw_fd(),
+            SocketIo::Caller(s) => s.as_raw_fd(),
+            SocketIo::Gone => return,
+        };
+        // SAFETY: a socket we still own; an error (already disconnected)
+        // changes nothing.
+        unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
+    }
 }
 
 enum SocketIo {
@@ -58,7 +89,26 @@ impl Socket {
         Socket {
             io: SocketIo::Reactor(tcp),
             sent: false,
+            id: NEXT_SOCKET_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            exported: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// The socket's descriptor and its id (see
+    /// [`crate::runtime::SocketWait`]), for a caller that waits for it in
+    /// its own event loop.
+    pub fn ident(&self) -> (RawFd, u64) {
+        self.exported
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        (self.as_fd().as_raw_fd(), self.id)
+    }
+
+    /// Asks the caller's thread to wake when the socket has `events`.
+    fn wait_on_caller(&mut self, fd: RawFd, events: libc::c_short) {
+        if inline::hands_off() {
+            *self.exported.get_mut() = true;
+        }
+        inline::wait_for(fd, events, self.id);
     }
 
     /// The socket as the calling thread uses it, leaving the reactor if it
@@ -137,7 +187,7 @@ impl AsyncRead for Socket {
             Err(e) => return Poll::Ready(Err(e)),
         };
         if std::mem::take(&mut this.sent) {
-            inline::wait_for(fd, libc::POLLIN);
+            this.wait_on_caller(fd, libc::POLLIN);
             return Poll::Pending;
         }
         loop {
@@ -162,7 +212,7 @@ impl AsyncRead for Socket {
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    inline::wait_for(fd, libc::POLLIN);
+                    this.wait_on_caller(fd, libc::POLLIN);
                     return Poll::Pending;
                 }
                 Err(e) => return Poll::Ready(Err(e)),
@@ -223,7 +273,7 @@ impl AsyncWrite for Socket {
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    inline::wait_for(fd, libc::POLLOUT);
+                    this.wait_on_caller(fd, libc::POLLOUT);
                     return Poll::Pending;
                 }
                 Err(e) => return Poll::Ready(Err(e)),

@@ -192,3 +192,100 @@ fn a_dial_on_the_calling_thread_connects_refuses_and_times_out() {
     assert!(took >= Duration::from_millis(300), "early: {took:?}");
     assert!(took < Duration::from_secs(3), "late: {took:?}");
 }
+
+/// Waits with poll(2) for `fd` to have `events`, at most `limit`; whether
+/// it did.
+fn poll_fd(fd: std::os::fd::RawFd, events: i16, limit: Duration) -> bool {
+    let mut p = libc::pollfd {
+        fd,
+        events,
+        revents: 0,
+    };
+    let ms = limit.as_millis().min(i32::MAX as u128) as libc::c_int;
+    // SAFETY: one valid pollfd for the duration of the call.
+    let rc = unsafe { libc::poll(&mut p, 1, ms) };
+    rc == 1 && p.revents & events != 0
+}
+
+#[test]
+fn step_hands_back_a_single_socket_wait_and_finishes_after_it() {
+    use runtime::Step;
+
+    let (mut wire, mut peer) = pair();
+    // The descriptor number stays when the socket leaves the reactor.
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&std::os::fd::AsFd::as_fd(&wire.stream));
+    let mut fut = std::pin::pin!(async {
+        while wire.rbuf.len() < 5 {
+            wire.fill().await?;
+        }
+        Ok::<_, dialpool::Error>(wire.rbuf.split_to(5))
+    });
+
+    // Nothing to read yet: the one socket's wait comes back, no deadline.
+    let w = match runtime::step(fut.as_mut()).expect("runtime") {
+        Step::Wait(w) => w,
+        Step::Ready(r) => panic!("a silent peer cannot finish the read: {r:?}"),
+    };
+    assert!(w.fd >= 0, "{w:?}");
+    assert_eq!(w.fd, fd, "{w:?}");
+    assert_eq!(w.events, libc::POLLIN, "{w:?}");
+    assert_ne!(w.socket_id, 0, "{w:?}");
+    assert_eq!(w.until, None, "no read_timeout, no deadline: {w:?}");
+
+    // Still nothing: a second step hands back the same wait without
+    // blocking.
+    let start = Instant::now();
+    let again = match runtime::step(fut.as_mut()).expect("runtime") {
+        Step::Wait(again) => again,
+        Step::Ready(r) => panic!("still nothing to read: {r:?}"),
+    };
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        start.elapsed()
+    );
+    assert_eq!(again, w);
+
+    // The caller waits in its own poll(2), then steps the future to the end.
+    peer.write_all(b"hello").expect("write");
+    assert!(
+        poll_fd(w.fd, w.events, Duration::from_secs(10)),
+        "the socket never became readable"
+    );
+    let mut ready = None;
+    for _ in 0..100 {
+        match runtime::step(fut.as_mut()).expect("runtime") {
+            Step::Ready(r) => {
+                ready = Some(r);
+                break;
+            }
+            // A short read (the 5 bytes in two segments): wait again.
+            Step::Wait(next) => {
+                assert_eq!(next.socket_id, w.socket_id, "{next:?}");
+                assert!(poll_fd(next.fd, next.events, Duration::from_secs(10)));
+            }
+        }
+    }
+    let got = ready.expect("the read never finished");
+    assert_eq!(&got.expect("read")[..], b"hello");
+}
+
+#[test]
+fn step_waits_itself_for_a_deadline_without_a_socket() {
+    use runtime::Step;
+
+    let limit = Some(Deadline::after("read_timeout", Duration::from_millis(50)));
+    let mut fut = std::pin::pin!(deadline::run(limit, std::future::pending::<()>()));
+    let start = Instant::now();
+    let got = runtime::step(fut.as_mut()).expect("runtime");
+    let took = start.elapsed();
+    let Step::Ready(Err(deadline::Fired(d))) = got else {
+        panic!("expected step to wait for the deadline itself, got {got:?}");
+    };
+    assert_eq!(d.limit().name, "read_timeout");
+    assert!(
+        took >= Duration::from_millis(40),
+        "returned early: {took:?}"
+    );
+    assert!(took < Duration::from_secs(3), "fired late: {took:?}");
+}

@@ -1087,6 +1087,208 @@ pub extern "C" fn dp_conn_execute(
     )
 }
 
+// ---- statements the caller waits for itself ----
+
+/// A statement started with `dp_conn_query_start`, driven by
+/// `dp_op_poll` and ended by `dp_op_finish`. Use it from one thread at a
+/// time; successive calls may come from different threads.
+pub struct dp_op {
+    fut: Option<OpFuture>,
+    done: Option<Result<dialpool::QueryResult, Error>>,
+}
+
+type OpFuture = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<dialpool::QueryResult, Error>> + Send>,
+>;
+
+/// What a statement waits for before `dp_op_poll` can take it further:
+/// `fd` becoming readable (`events` has POLLIN) or writable (POLLOUT), or
+/// `timeout_us` microseconds passing (negative: no limit), whichever comes
+/// first. `socket_id` tells connections apart when the kernel reuses a
+/// descriptor number: unique in the process for a database connection's
+/// socket (never 0), 0 for a short-lived one (a server-side cancel).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct dp_wait {
+    pub fd: c_int,
+    pub events: i16,
+    pub socket_id: u64,
+    pub timeout_us: i64,
+}
+
+/// Starts `sql` with `nparams` text parameters (NULL entries are SQL NULL)
+/// on this connection without blocking, for a caller that waits for the
+/// socket in its own event loop: `dp_op_poll` takes it as far as it goes
+/// without blocking, `dp_op_finish` ends it. `sql`, `params` and `ctx`'s
+/// deadline are copied; `ctx` must stay alive until `dp_op_finish` (a
+/// `dp_ctx_cancel` on it cancels the statement, on the server too). The
+/// connection must not be used or released until then. On success `*op`
+/// is the operation.
+#[no_mangle]
+pub extern "C" fn dp_conn_query_start(
+    conn: *mut dp_conn,
+    ctx: *const dp_ctx,
+    sql: *const c_char,
+    nparams: usize,
+    params: *const *const c_char,
+    op: *mut *mut dp_op,
+    err: *mut *mut dp_error,
+) -> dp_code {
+    // SAFETY: NULL or a live dp_conn that, per the contract above, nobody
+    // else uses until dp_op_finish.
+    let Some(c) = (unsafe { conn.as_mut() }) else {
+        return invalid(err, "conn is NULL");
+    };
+    if op.is_null() {
+        return invalid(err, "op (the out-pointer) is NULL");
+    }
+    guard(err, || {
+        let sql = text(sql, "sql")?.to_owned();
+        let params: Vec<Option<String>> = params_of(nparams, params)?
+            .into_iter()
+            .map(|p| p.map(str::to_owned))
+            .collect();
+        let ctx = ctx_of(ctx);
+        // SAFETY: the caller keeps the connection alive and unused until
+        // dp_op_finish, which drops this future first.
+        let conn: &'static mut dialpool::Connection = unsafe { &mut *(&mut c.conn as *mut _) };
+        let fut: OpFuture = Box::pin(async move {
+            let params: Vec<Option<&str>> = params.iter().map(Option::as_deref).collect();
+            conn.query_ctx(&sql, &params, &ctx).await
+        });
+        write_out(
+            op,
+            Box::new(dp_op {
+                fut: Some(fut),
+                done: None,
+            }),
+        );
+        Ok(())
+    })
+}
+
+/// The connection's socket: `*fd` its descriptor (owned by the library:
+/// never close it; it changes only when the connection does) and
+/// `*socket_id` as in `dp_wait`, for a caller that prepares its wait before
+/// `dp_conn_query_start`. Either out-pointer may be NULL.
+#[no_mangle]
+pub extern "C" fn dp_conn_socket(
+    conn: *mut dp_conn,
+    fd: *mut c_int,
+    socket_id: *mut u64,
+    err: *mut *mut dp_error,
+) -> dp_code {
+    // SAFETY: NULL or a live dp_conn used by this thread only.
+    let Some(c) = (unsafe { conn.as_mut() }) else {
+        return invalid(err, "conn is NULL");
+    };
+    guard(err, || {
+        let (raw, id) = c.conn.session().socket_ident();
+        if !fd.is_null() {
+            // SAFETY: a writable int per the API contract.
+            unsafe { *fd = raw };
+        }
+        if !socket_id.is_null() {
+            // SAFETY: a writable u64 per the API contract.
+            unsafe { *socket_id = id };
+        }
+        Ok(())
+    })
+}
+
+/// Takes the statement as far as it goes without waiting. Returns 1 when
+/// it must wait for one socket: `*wait` says which and for what; wait for
+/// that in any way (poll(2), an event loop), then call again. The socket is
+/// usually the connection's own (`dp_conn_socket`), but may be a
+/// short-lived one (`socket_id` 0: the connection of a server-side
+/// cancel). Returns 0 when it has finished: `dp_op_finish` gives the
+/// outcome without blocking. Anything else the statement waits for
+/// (several sockets, a deadline alone) is waited for inside this call. A
+/// `dp_ctx_cancel` does not end the caller's own wait: whoever cancels
+/// must end it too, then call again.
+#[no_mangle]
+pub extern "C" fn dp_op_poll(op: *mut dp_op, wait: *mut dp_wait) -> c_int {
+    // SAFETY: NULL or a live dp_op used by this thread only.
+    let Some(o) = (unsafe { op.as_mut() }) else {
+        return 0;
+    };
+    let Some(fut) = o.fut.as_mut() else {
+        return 0;
+    };
+    let polled = catch_unwind(AssertUnwindSafe(|| dialpool::runtime::step(fut.as_mut())));
+    let outcome = match polled {
+        Ok(Ok(dialpool::runtime::Step::Wait(w))) => {
+            if !wait.is_null() {
+                let timeout_us = w.until.map_or(-1, |at| {
+                    let left = at.saturating_duration_since(Instant::now());
+                    // Rounded up: the caller never wakes before the deadline.
+                    i64::try_from(left.as_nanos().div_ceil(1000)).unwrap_or(i64::MAX)
+                });
+                // SAFETY: a writable dp_wait per the API contract.
+                unsafe {
+                    *wait = dp_wait {
+                        fd: w.fd,
+                        events: w.events,
+                        socket_id: w.socket_id,
+                        timeout_us,
+                    }
+                };
+            }
+            return 1;
+        }
+        Ok(Ok(dialpool::runtime::Step::Ready(r))) => r,
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(Error::internal(
+            "panic inside dialpool while running a statement",
+        )),
+    };
+    finish_op(o, outcome);
+    0
+}
+
+fn finish_op(o: &mut dp_op, outcome: Result<dialpool::QueryResult, Error>) {
+    let fut = o.fut.take();
+    // A future that panicked may panic again while dropped.
+    let _ = catch_unwind(AssertUnwindSafe(move || drop(fut)));
+    o.done = Some(outcome);
+}
+
+/// Ends the statement, waiting for it (blocking) when `dp_op_poll` has not
+/// seen it finish, and frees `op` in every case. On success `*result`
+/// (when `result` is not NULL) is owned by the caller (`dp_result_free`).
+/// NULL `op` is INVALID_ARGUMENT.
+#[no_mangle]
+pub extern "C" fn dp_op_finish(
+    op: *mut dp_op,
+    result: *mut *mut dp_result,
+    err: *mut *mut dp_error,
+) -> dp_code {
+    if op.is_null() {
+        return invalid(err, "op is NULL");
+    }
+    // SAFETY: made by dp_conn_query_start, finished once.
+    let mut o = unsafe { Box::from_raw(op) };
+    guard(err, move || {
+        if o.done.is_none() {
+            let outcome = match o.fut.as_mut() {
+                Some(fut) => dialpool::runtime::block_on(fut.as_mut()).and_then(|r| r),
+                None => Err(Error::internal(
+                    "the statement has neither a future nor an outcome",
+                )),
+            };
+            finish_op(&mut o, outcome);
+        }
+        let r = o
+            .done
+            .take()
+            .unwrap_or_else(|| Err(Error::internal("the statement has no outcome")))?;
+        if !result.is_null() {
+            write_out(result, make_result(r));
+        }
+        Ok(())
+    })
+}
+
 // ---- results ----
 
 fn result_ref<'a>(r: *const dp_result) -> Option<&'a dp_result> {

@@ -743,6 +743,240 @@ static void test_metrics_and_events(void) {
     pthread_mutex_destroy(&seen.mu);
 }
 
+/* What driving a dp_op with poll(2) saw. */
+struct drive {
+    int waits;         /* dp_op_poll calls that returned 1 */
+    int zero_ids;      /* of those, waits with socket_id 0 (a cancel's socket) */
+    int bad;           /* of those, waits with a negative fd or other events */
+    dp_wait first;     /* the first wait */
+    int finished;      /* dp_op_poll returned 0 */
+};
+
+/* Calls dp_op_poll and waits with poll(2) for what it asks, honouring
+   timeout_us, until it finishes or `max` waits have happened. */
+static struct drive drive_op(dp_op *op, int max) {
+    struct drive d;
+    memset(&d, 0, sizeof d);
+    dp_wait w;
+    while (d.waits < max) {
+        memset(&w, 0xab, sizeof w);
+        if (!dp_op_poll(op, &w)) {
+            d.finished = 1;
+            break;
+        }
+        if (d.waits == 0) d.first = w;
+        d.waits++;
+        if (w.socket_id == 0) d.zero_ids++;
+        if (w.fd < 0 || (w.events != POLLIN && w.events != POLLOUT)) {
+            fprintf(stderr, "bad wait: fd %d events %d\n", w.fd, w.events);
+            d.bad++;
+            break;
+        }
+        int ms = -1;
+        if (w.timeout_us >= 0) {
+            int64_t rounded = (w.timeout_us + 999) / 1000;
+            ms = rounded > 600000 ? 600000 : (int)rounded;
+        }
+        struct pollfd p = {.fd = w.fd, .events = w.events, .revents = 0};
+        if (poll(&p, 1, ms) < 0 && errno != EINTR) {
+            fprintf(stderr, "poll: %s\n", strerror(errno));
+            d.bad++;
+            break;
+        }
+    }
+    CHECK(d.bad == 0, "%d bad waits", d.bad);
+    return d;
+}
+
+static void test_poll_mode(void) {
+    CHECK(dp_conn_socket(NULL, NULL, NULL, NULL) == DP_INVALID_ARGUMENT, "NULL conn");
+    dp_error *err = NULL;
+    dp_pool *pool = NULL;
+    if (dp_pool_open(pg_url("sslmode=disable"), &pool, &err) != DP_OK) { CHECK(0, "open: %s", msg(err)); dp_error_free(err); return; }
+    dp_conn *conn = NULL;
+    if (dp_pool_acquire(pool, NULL, &conn, &err) != DP_OK) {
+        CHECK(0, "acquire: %s", msg(err));
+        dp_error_free(err);
+        dp_pool_close(pool);
+        return;
+    }
+    dp_op *op = NULL;
+    dp_result *r = NULL;
+    dp_code code;
+
+    /* a) Driven by the caller's own poll(2), on the connection's socket. */
+    const char *params[] = {"41"};
+    uint64_t first_id = 0;
+    code = dp_conn_query_start(conn, NULL, "SELECT $1::int + 1", 1, params, &op, &err);
+    CHECK(code == DP_OK, "start: %s", msg(err));
+    if (code == DP_OK) {
+        struct drive d = drive_op(op, 1000);
+        CHECK(d.finished, "not finished after %d waits", d.waits);
+        CHECK(d.waits >= 1, "the reply cannot be there before it is waited for");
+        CHECK(d.zero_ids == 0, "%d waits with socket_id 0", d.zero_ids);
+        CHECK(d.first.events == POLLIN || d.first.events == POLLOUT, "events %d", d.first.events);
+        CHECK(d.first.timeout_us < 0, "no deadline, yet timeout_us %lld", (long long)d.first.timeout_us);
+        first_id = d.first.socket_id;
+        int fd = -1;
+        uint64_t id = 0;
+        CHECK(dp_conn_socket(conn, &fd, &id, &err) == DP_OK, "socket: %s", msg(err));
+        CHECK(fd == d.first.fd && id == first_id, "dp_conn_socket says fd %d id %llu, the wait fd %d id %llu",
+              fd, (unsigned long long)id, d.first.fd, (unsigned long long)first_id);
+        code = dp_op_finish(op, &r, &err);
+        CHECK(code == DP_OK, "finish: %s", msg(err));
+        if (code == DP_OK) {
+            CHECK(dp_result_value(r, 0, 0) && strcmp(dp_result_value(r, 0, 0), "42") == 0, "%s", dp_result_value(r, 0, 0));
+            dp_result_free(r);
+            r = NULL;
+        } else {
+            dp_error_free(err);
+            err = NULL;
+        }
+    } else {
+        dp_error_free(err);
+        err = NULL;
+    }
+    /* The same connection, the same socket. */
+    code = dp_conn_query_start(conn, NULL, "SELECT 2", 0, NULL, &op, &err);
+    CHECK(code == DP_OK, "start: %s", msg(err));
+    if (code == DP_OK) {
+        struct drive d = drive_op(op, 1000);
+        CHECK(d.finished && d.waits >= 1, "finished %d waits %d", d.finished, d.waits);
+        CHECK(d.first.socket_id == first_id && first_id != 0, "socket_id %llu then %llu",
+              (unsigned long long)first_id, (unsigned long long)d.first.socket_id);
+        code = dp_op_finish(op, &r, &err);
+        CHECK(code == DP_OK, "finish: %s", msg(err));
+        if (code == DP_OK) {
+            CHECK(dp_result_value(r, 0, 0) && strcmp(dp_result_value(r, 0, 0), "2") == 0, "%s", dp_result_value(r, 0, 0));
+            dp_result_free(r);
+            r = NULL;
+        } else {
+            dp_error_free(err);
+            err = NULL;
+        }
+    } else {
+        dp_error_free(err);
+        err = NULL;
+    }
+
+    /* b) dp_op_finish without a dp_op_poll runs the statement, blocking. */
+    code = dp_conn_query_start(conn, NULL, "SELECT 7", 0, NULL, &op, &err);
+    CHECK(code == DP_OK, "start: %s", msg(err));
+    if (code == DP_OK) {
+        code = dp_op_finish(op, &r, &err);
+        CHECK(code == DP_OK, "finish: %s", msg(err));
+        if (code == DP_OK) {
+            CHECK(dp_result_value(r, 0, 0) && strcmp(dp_result_value(r, 0, 0), "7") == 0, "%s", dp_result_value(r, 0, 0));
+            dp_result_free(r);
+            r = NULL;
+        } else {
+            dp_error_free(err);
+            err = NULL;
+        }
+    } else {
+        dp_error_free(err);
+        err = NULL;
+    }
+
+    /* c) The ctx deadline comes back as timeout_us; when it passes the
+       statement is cancelled on the server and the session stays usable. */
+    dp_ctx *ctx = dp_ctx_new(300);
+    double start = now_s();
+    code = dp_conn_query_start(conn, ctx, "SELECT pg_sleep(5)", 0, NULL, &op, &err);
+    CHECK(code == DP_OK, "start: %s", msg(err));
+    if (code == DP_OK) {
+        struct drive d = drive_op(op, 1000);
+        CHECK(d.finished, "not finished after %d waits", d.waits);
+        CHECK(d.waits >= 1, "waits %d", d.waits);
+        CHECK(d.first.timeout_us >= 0 && d.first.timeout_us <= 300000, "timeout_us %lld", (long long)d.first.timeout_us);
+        code = dp_op_finish(op, &r, &err);
+        double took = now_s() - start;
+        CHECK(code == DP_QUERY_TIMEOUT, "%s: %s", dp_code_name(code), msg(err));
+        CHECK(dp_error_sqlstate(err) && strcmp(dp_error_sqlstate(err), "57014") == 0, "cancelled on the server: %s", msg(err));
+        CHECK(took >= 0.25 && took < 3.0, "took %.2f", took);
+        if (code == DP_OK) dp_result_free(r);
+        r = NULL;
+        dp_error_free(err);
+        err = NULL;
+    } else {
+        dp_error_free(err);
+        err = NULL;
+    }
+    dp_ctx_free(ctx);
+    code = dp_conn_query(conn, NULL, "SELECT 1", 0, NULL, &r, &err);
+    CHECK(code == DP_OK, "the session after a timeout: %s", msg(err));
+    if (code == DP_OK) dp_result_free(r); else dp_error_free(err);
+    r = NULL;
+    err = NULL;
+
+    /* d) A cancel between two polls: the next dp_op_poll goes on with the
+       server-side cancel, whose waits (its own connection, socket_id 0,
+       then the reply on the session's socket) the caller drives too. */
+    ctx = dp_ctx_new(-1);
+    code = dp_conn_query_start(conn, ctx, "SELECT pg_sleep(10)", 0, NULL, &op, &err);
+    CHECK(code == DP_OK, "start: %s", msg(err));
+    if (code == DP_OK) {
+        dp_wait w;
+        CHECK(dp_op_poll(op, &w) == 1, "pg_sleep(10) cannot be done yet");
+        /* The caller's event loop waits a while first: a cancel that
+           reaches the server before the statement starts is ignored there
+           (PostgreSQL drops a cancel while it reads a command). */
+        struct pollfd p = {.fd = w.fd, .events = w.events, .revents = 0};
+        CHECK(poll(&p, 1, 200) == 0, "the socket is quiet during pg_sleep (revents %d)", p.revents);
+        start = now_s();
+        dp_ctx_cancel(ctx);
+        struct drive d = drive_op(op, 1000);
+        CHECK(d.finished, "not finished after %d more waits", d.waits);
+        double took = now_s() - start;
+        code = dp_op_finish(op, &r, &err);
+        CHECK(code == DP_CANCELLED, "%s: %s", dp_code_name(code), msg(err));
+        CHECK(!dp_error_is_timeout(err), "a cancel is not a timeout");
+        CHECK(dp_error_sqlstate(err) && strcmp(dp_error_sqlstate(err), "57014") == 0, "cancelled on the server: %s", msg(err));
+        CHECK(took < 3.0, "took %.2f", took);
+        if (code == DP_OK) dp_result_free(r);
+        r = NULL;
+        dp_error_free(err);
+        err = NULL;
+    } else {
+        dp_error_free(err);
+        err = NULL;
+    }
+    dp_ctx_free(ctx);
+    code = dp_conn_query(conn, NULL, "SELECT 1", 0, NULL, &r, &err);
+    CHECK(code == DP_OK, "the session after a cancel: %s", msg(err));
+    if (code == DP_OK) dp_result_free(r); else dp_error_free(err);
+    r = NULL;
+    err = NULL;
+
+    /* e) NULL arguments. */
+    op = NULL;
+    CHECK(dp_conn_query_start(NULL, NULL, "SELECT 1", 0, NULL, &op, &err) == DP_INVALID_ARGUMENT, "NULL conn");
+    CHECK(err && dp_error_code(err) == DP_INVALID_ARGUMENT, "error set");
+    CHECK(op == NULL, "no op for a NULL conn");
+    dp_error_free(err);
+    err = NULL;
+    CHECK(dp_conn_query_start(conn, NULL, "SELECT 1", 0, NULL, NULL, &err) == DP_INVALID_ARGUMENT, "NULL op out-pointer");
+    CHECK(err && dp_error_code(err) == DP_INVALID_ARGUMENT, "error set");
+    dp_error_free(err);
+    err = NULL;
+    CHECK(dp_conn_query_start(conn, NULL, NULL, 0, NULL, &op, &err) == DP_INVALID_ARGUMENT, "NULL sql");
+    CHECK(op == NULL, "no op for NULL sql");
+    dp_error_free(err);
+    err = NULL;
+    CHECK(dp_op_poll(NULL, NULL) == 0, "NULL op polls as finished");
+    CHECK(dp_op_finish(NULL, NULL, &err) == DP_INVALID_ARGUMENT, "NULL op");
+    CHECK(err && dp_error_code(err) == DP_INVALID_ARGUMENT, "error set");
+    dp_error_free(err);
+    err = NULL;
+    /* The connection took none of that as a statement. */
+    code = dp_conn_query(conn, NULL, "SELECT 1", 0, NULL, &r, &err);
+    CHECK(code == DP_OK, "after the NULL calls: %s", msg(err));
+    if (code == DP_OK) dp_result_free(r); else dp_error_free(err);
+
+    dp_conn_release(conn);
+    dp_pool_close(pool);
+}
+
 int main(void) {
     if (getenv("DIALPOOL_TEST_PG_URL") == NULL) {
         fprintf(stderr, "DIALPOOL_TEST_PG_URL is not set (run under dialpool-testkit run)\n");
@@ -761,6 +995,7 @@ int main(void) {
     test_mariadb();
     test_newer_accessors();
     test_metrics_and_events();
+    test_poll_mode();
     printf("c-ffi: %d passed, %d failed\n", passed, failed);
     return failed ? 1 : 0;
 }

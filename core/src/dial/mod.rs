@@ -397,7 +397,7 @@ async fn connect_on_caller(socket: Socket, addr: SocketAddr) -> std::io::Result<
                     return std::task::Poll::Ready(());
                 }
                 asked = true;
-                crate::runtime::inline::wait_for(fd, libc::POLLOUT);
+                crate::runtime::inline::wait_for(fd, libc::POLLOUT, 0);
                 std::task::Poll::Pending
             })
             .await;

@@ -405,6 +405,12 @@ impl MysqlConnection {
         self.state == State::Broken
     }
 
+    /// The session socket's descriptor and id (see
+    /// [`crate::runtime::SocketWait`]).
+    pub fn socket_ident(&self) -> (std::os::fd::RawFd, u64) {
+        self.link.wire.stream.socket().ident()
+    }
+
     /// The checkout probe: a peek at the socket, no round trip. A server
     /// that cut the session (`wait_timeout`, KILL) has closed the socket or
     /// left an ERR packet in it.

@@ -333,6 +333,12 @@ impl PgConnection {
         self.state == State::Broken
     }
 
+    /// The session socket's descriptor and id (see
+    /// [`crate::runtime::SocketWait`]).
+    pub fn socket_ident(&self) -> (std::os::fd::RawFd, u64) {
+        self.wire.stream.socket().ident()
+    }
+
     /// The checkout probe: a peek at the socket, no round trip.
     pub fn probe(&self) -> Liveness {
         if self.state != State::Ready || !self.wire.rbuf.is_empty() {
