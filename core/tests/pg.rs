@@ -640,3 +640,68 @@ fn a_peer_that_never_answers_the_ssl_request_is_a_tls_timeout() {
         assert_eq!(e.limit(), Some("login_timeout"));
     });
 }
+
+/// A statement without parameters is prepared once and then only bound and
+/// executed (as pgx does), so the server skips parsing and planning it; a
+/// string of several statements still runs through the simple protocol,
+/// and dropping every prepared statement on the server does not break the
+/// next use of a cached one.
+#[test]
+fn parameterless_statements_are_prepared_once_and_multi_statements_still_run() {
+    rt().block_on(async {
+        let mut conn = connect("sslmode=disable&statement_cache=10").await;
+        let count_named = "SELECT count(*) FROM pg_prepared_statements WHERE statement = 'SELECT 41 + 1 AS answer'";
+        for _ in 0..3 {
+            let r = conn
+                .query("SELECT 41 + 1 AS answer", &[], None, None)
+                .await
+                .expect("select");
+            assert_eq!(r.get(0, 0), Some("42"));
+            assert_eq!(r.columns()[0].name, "answer");
+            assert_eq!(r.command_tag, "SELECT 1");
+        }
+        let r = conn
+            .query(count_named, &[], None, None)
+            .await
+            .expect("pg_prepared_statements");
+        assert_eq!(r.get(0, 0), Some("1"), "prepared once, on the server");
+
+        // Several statements in one string: the simple protocol, the last
+        // result.
+        let r = conn
+            .query(
+                "CREATE TEMP TABLE dp_multi (v int); INSERT INTO dp_multi VALUES (1), (2); SELECT count(*) FROM dp_multi",
+                &[],
+                None,
+                None,
+            )
+            .await
+            .expect("multi-statement string");
+        assert_eq!(r.get(0, 0), Some("2"));
+
+        // The server forgets every prepared statement; the cached one is
+        // prepared again, with no error in between.
+        conn.query("DEALLOCATE ALL", &[], None, None)
+            .await
+            .expect("deallocate");
+        let r = conn
+            .query("SELECT 41 + 1 AS answer", &[], None, None)
+            .await
+            .expect("select after DEALLOCATE ALL");
+        assert_eq!(r.get(0, 0), Some("42"));
+
+        // Without a cache (PgBouncer's transaction mode) nothing is named.
+        let mut plain = connect("sslmode=disable&statement_cache=0").await;
+        plain
+            .query("SELECT 41 + 1 AS answer", &[], None, None)
+            .await
+            .expect("select");
+        let r = plain
+            .query(count_named, &[], None, None)
+            .await
+            .expect("pg_prepared_statements");
+        assert_eq!(r.get(0, 0), Some("0"));
+        conn.close().await;
+        plain.close().await;
+    });
+}

@@ -477,6 +477,27 @@ impl PgConnection {
         }
     }
 
+    /// Whether a statement without parameters goes through the statement
+    /// cache too (Parse once, then Bind/Execute), as pgx does, instead of a
+    /// simple Query: the server then skips parsing and planning it again,
+    /// about a third of its work for a short statement. Only with a cache
+    /// (the unnamed statement would cost more than a Query) and only for
+    /// one statement: the extended protocol refuses several in one string,
+    /// so any `;` (even inside a literal, to stay on the safe side) keeps
+    /// the simple protocol, as do COPY, the commands that drop prepared
+    /// statements, and the empty query.
+    fn prepares_without_params(&self, sql: &str) -> bool {
+        let text = sql.trim_start();
+        let starts = |word: &str| {
+            text.get(..word.len())
+                .is_some_and(|w| w.eq_ignore_ascii_case(word))
+        };
+        self.cache.capacity() > 0
+            && !text.is_empty()
+            && !sql.contains(';')
+            && !["copy", "discard", "deallocate"].into_iter().any(starts)
+    }
+
     /// A fresh statement name, or the unnamed statement when the cache is
     /// off.
     fn next_statement_name(&mut self) -> String {
@@ -555,7 +576,7 @@ impl PgConnection {
     async fn exchange(&mut self, sql: &str, params: &[Option<&str>]) -> Result<QueryResult> {
         let mut cached_columns: Option<Arc<Vec<Column>>> = None;
         let mut caching: Option<String> = None;
-        if params.is_empty() {
+        if params.is_empty() && !self.prepares_without_params(sql) {
             frontend::query(sql, &mut self.wire.wbuf).map_err(encode_error)?;
         } else {
             for name in self.cache.take_evicted() {
@@ -640,6 +661,11 @@ impl PgConnection {
                     let tag = body.tag().map_err(|e| self.malformed(e))?;
                     result.affected_rows = affected_rows(tag);
                     result.command_tag = tag.to_string();
+                    if matches!(tag, "DISCARD ALL" | "DEALLOCATE ALL") {
+                        // The server dropped every prepared statement.
+                        self.cache.clear();
+                        caching = None;
+                    }
                 }
                 Message::ErrorResponse(body) => {
                     let e = error::query_error(&body, &self.wire.peer);
