@@ -27,7 +27,9 @@ const NULL: (u32, u32) = (u32::MAX, u32::MAX);
 /// The rows, columns and completion facts of one statement.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct QueryResult {
-    columns: Vec<Column>,
+    /// Shared with the statement cache: a cached statement's result gets
+    /// its columns without copying every name.
+    columns: std::sync::Arc<Vec<Column>>,
     data: Vec<u8>,
     cells: Vec<(u32, u32)>,
     rows: usize,
@@ -47,7 +49,7 @@ pub struct QueryResult {
 impl QueryResult {
     pub fn new(columns: Vec<Column>) -> QueryResult {
         QueryResult {
-            columns,
+            columns: std::sync::Arc::new(columns),
             ..QueryResult::default()
         }
     }
@@ -57,6 +59,15 @@ impl QueryResult {
     }
 
     pub fn set_columns(&mut self, columns: Vec<Column>) {
+        self.columns = std::sync::Arc::new(columns);
+    }
+
+    /// The columns as shared with a statement cache.
+    pub fn shared_columns(&self) -> std::sync::Arc<Vec<Column>> {
+        self.columns.clone()
+    }
+
+    pub fn set_shared_columns(&mut self, columns: std::sync::Arc<Vec<Column>>) {
         self.columns = columns;
     }
 

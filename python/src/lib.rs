@@ -479,7 +479,7 @@ impl RawPool {
 /// A session: checked out of a pool, or opened alone by `connect()`.
 enum Held {
     Pooled(Connection),
-    Single(Session),
+    Single(Box<Session>),
 }
 
 impl Held {
@@ -660,7 +660,7 @@ impl RawConn {
             Held::Pooled(conn) => drop(conn),
             Held::Single(session) => {
                 let token = CancelToken::new();
-                wait(py, &token, session.close())?.into_result()?;
+                wait(py, &token, (*session).close())?.into_result()?;
             }
         }
         Ok(())
@@ -699,7 +699,7 @@ fn connect(py: Python<'_>, url: &str, options: Option<&Bound<'_, PyDict>>) -> Py
     };
     let waited = wait(py, &token, Session::connect(config, &ctx))?;
     let session = waited.into_result()?.map_err(|e| core_err(py, &e))?;
-    Ok(RawConn::new(Held::Single(session), dialect))
+    Ok(RawConn::new(Held::Single(Box::new(session)), dialect))
 }
 
 /// The statement and parameter texts that would be sent (for tests and

@@ -629,7 +629,7 @@ impl PgConnection {
         }
         let mut result = QueryResult::default();
         if let Some(cols) = &cached_columns {
-            result.set_columns(cols.as_ref().clone());
+            result.set_shared_columns(cols.clone());
         }
         let mut error: Option<Error> = None;
         loop {
@@ -685,8 +685,7 @@ impl PgConnection {
                         return Err(e);
                     }
                     if let Some(name) = caching {
-                        self.cache
-                            .insert(sql, name, Arc::new(result.columns().to_vec()));
+                        self.cache.insert(sql, name, result.shared_columns());
                     }
                     return Ok(result);
                 }

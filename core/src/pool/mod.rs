@@ -130,7 +130,9 @@ const LIFETIME_JITTER: f64 = 0.05;
 const MIN_LEAK_TICK: Duration = Duration::from_millis(10);
 
 struct Conn<C> {
-    raw: C,
+    /// Boxed: a session is hundreds of bytes, and a checkout and a release
+    /// move its entry several times (idle list, delivery, lease).
+    raw: Box<C>,
     id: u64,
     created: Instant,
     expires: Option<Instant>,
@@ -845,7 +847,7 @@ impl<M: Manager> Inner<M> {
             .max_lifetime
             .map(|life| now + life.mul_f64(1.0 - LIFETIME_JITTER * random_unit()));
         let conn = Conn {
-            raw,
+            raw: Box::new(raw),
             id,
             created: now,
             expires,
@@ -994,7 +996,7 @@ impl<M: Manager> Inner<M> {
         self.emit(|| Event::Close { reason, age });
         let inner = self.clone();
         self.handle
-            .spawn(async move { inner.manager.close(conn.raw).await });
+            .spawn(async move { inner.manager.close(*conn.raw).await });
     }
 
     /// Removes waiter `id`; if a releaser already took it off the queue, the
