@@ -91,12 +91,11 @@ static int dpg_step(dp_op *op, dp_wait *wait, dp_result **result, dpg_shape *sha
 	return dpg_finish(op, result, shape, code, err);
 }
 
-// text holds the SQL and the parameters, each NUL-terminated; offs[i] is
-// parameter i's offset in text, or -1 for SQL NULL.
-static int dpg_start(dp_conn *conn, const dp_ctx *ctx,
-                     const char *text, const int64_t *offs, size_t nparams,
-                     dp_op **op, dp_wait *wait, dp_result **result, dpg_shape *shape,
-                     dp_code *code, dp_error **err) {
+// Starts the statement: text holds the SQL and the parameters, each
+// NUL-terminated; offs[i] is parameter i's offset in text, or -1 for SQL
+// NULL. Returns 0 with *code set when it could not start.
+static int dpg_open_op(dp_conn *conn, const dp_ctx *ctx, const char *text, const int64_t *offs, size_t nparams,
+                       dp_op **op, dp_code *code, dp_error **err) {
 	const char *local[16];
 	const char **params = local;
 	if (nparams > 16) {
@@ -109,8 +108,24 @@ static int dpg_start(dp_conn *conn, const dp_ctx *ctx,
 	for (size_t i = 0; i < nparams; i++) params[i] = offs[i] < 0 ? NULL : text + offs[i];
 	*code = dp_conn_query_start(conn, ctx, text, nparams, params, op, err);
 	if (params != local) free(params);
-	if (*code != DP_OK) return 0;
+	return *code == DP_OK;
+}
+
+// Starts the statement and takes it as far as it goes without waiting.
+static int dpg_start(dp_conn *conn, const dp_ctx *ctx,
+                     const char *text, const int64_t *offs, size_t nparams,
+                     dp_op **op, dp_wait *wait, dp_result **result, dpg_shape *shape,
+                     dp_code *code, dp_error **err) {
+	if (!dpg_open_op(conn, ctx, text, offs, nparams, op, code, err)) return 0;
 	return dpg_step(*op, wait, result, shape, code, err);
+}
+
+// Runs the statement with its waits in C (the calling thread blocks).
+static void dpg_run(dp_conn *conn, const dp_ctx *ctx,
+                    const char *text, const int64_t *offs, size_t nparams,
+                    dp_result **result, dpg_shape *shape, dp_code *code, dp_error **err) {
+	dp_op *op = NULL;
+	if (dpg_open_op(conn, ctx, text, offs, nparams, &op, code, err)) dpg_finish(op, result, shape, code, err);
 }
 
 // Acquires a connection and reads its socket, in one crossing.
@@ -313,6 +328,8 @@ func (c *callCtx) end() {
 type cpool struct {
 	mu sync.RWMutex
 	p  *C.dp_pool
+	// Statements running now, on any connection of the pool.
+	running atomic.Int32
 	// events holds the event func for the C callback (0: none); deleted
 	// once dp_pool_close has returned, after which the library no longer
 	// calls back.
@@ -473,7 +490,15 @@ func (p *cpool) query(ctx context.Context, h *connHandle, text []byte, offs []in
 		h.fd, h.socketID = int(fd), uint64(id)
 	}
 	s := statement{h: h, cc: &cc, text: text, offs: offs}
-	if pf := pollerFor(p, h.fd, h.socketID); pf != nil && cc.waitOn(pf) {
+	// A statement alone in its pool waits in C: its goroutine's thread
+	// blocks, but nobody needs that thread's P meanwhile, and a wait in C
+	// costs less than a park in the netpoller. With company, a blocked
+	// thread would cost a P handoff per statement, so it waits in Go.
+	alone := p.running.Add(1) == 1
+	defer p.running.Add(-1)
+	if alone {
+		s.inC()
+	} else if pf := pollerFor(p, h.fd, h.socketID); pf != nil && cc.waitOn(pf) {
 		s.inNetpoller(pf)
 	} else {
 		s.inC()
@@ -498,21 +523,23 @@ type statement struct {
 	e     *C.dp_error
 }
 
+func (s *statement) offsPtr() *C.int64_t {
+	if len(s.offs) == 0 {
+		return nil
+	}
+	return (*C.int64_t)(unsafe.Pointer(&s.offs[0]))
+}
+
 // start sends the statement; 1 means it waits (s.wait).
 func (s *statement) start() C.int {
-	var offsPtr *C.int64_t
-	if len(s.offs) > 0 {
-		offsPtr = (*C.int64_t)(unsafe.Pointer(&s.offs[0]))
-	}
-	return C.dpg_start(s.h.p, s.cc.p, (*C.char)(unsafe.Pointer(&s.text[0])), offsPtr, C.size_t(len(s.offs)),
+	return C.dpg_start(s.h.p, s.cc.p, (*C.char)(unsafe.Pointer(&s.text[0])), s.offsPtr(), C.size_t(len(s.offs)),
 		&s.op, &s.wait, &s.res, &s.shape, &s.code, &s.e)
 }
 
-// inC runs the statement with its waits in C.
+// inC runs the statement with its waits in C, in one crossing.
 func (s *statement) inC() {
-	if s.start() == 1 {
-		C.dpg_finish(s.op, &s.res, &s.shape, &s.code, &s.e)
-	}
+	C.dpg_run(s.h.p, s.cc.p, (*C.char)(unsafe.Pointer(&s.text[0])), s.offsPtr(), C.size_t(len(s.offs)),
+		&s.res, &s.shape, &s.code, &s.e)
 }
 
 // inNetpoller runs the statement with its waits for its own socket in Go's
@@ -520,6 +547,7 @@ func (s *statement) inC() {
 // any readiness from before it starts, and a reply can only come after
 // the send.
 func (s *statement) inNetpoller(pf *pollFile) {
+	statementsInNetpoller.Add(1)
 	state := C.int(-1) // not started
 	write := false
 	for {
