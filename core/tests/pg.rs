@@ -690,6 +690,48 @@ fn parameterless_statements_are_prepared_once_and_multi_statements_still_run() {
             .expect("select after DEALLOCATE ALL");
         assert_eq!(r.get(0, 0), Some("42"));
 
+        // A cached statement whose result type changed is prepared again,
+        // outside a transaction, without an error ...
+        for sql in [
+            "CREATE TEMP TABLE dp_shape (a int)",
+            "INSERT INTO dp_shape VALUES (1)",
+        ] {
+            conn.query(sql, &[], None, None).await.expect(sql);
+        }
+        for _ in 0..2 {
+            let r = conn
+                .query("SELECT * FROM dp_shape", &[], None, None)
+                .await
+                .expect("select *");
+            assert_eq!(r.column_count(), 1);
+        }
+        conn.query(
+            "ALTER TABLE dp_shape ADD COLUMN b text DEFAULT 'x'",
+            &[],
+            None,
+            None,
+        )
+        .await
+        .expect("alter");
+        let r = conn
+            .query("SELECT * FROM dp_shape", &[], None, None)
+            .await
+            .expect("select * after ALTER TABLE");
+        assert_eq!(r.column_count(), 2);
+        assert_eq!(r.get(0, 1), Some("x"));
+        // ... but inside one the error stands (the transaction is aborted).
+        for sql in ["BEGIN", "ALTER TABLE dp_shape ADD COLUMN c int"] {
+            conn.query(sql, &[], None, None).await.expect(sql);
+        }
+        let e = conn
+            .query("SELECT * FROM dp_shape", &[], None, None)
+            .await
+            .expect_err("result type changed inside a transaction");
+        assert_eq!(e.sqlstate(), Some("0A000"), "{e}");
+        conn.query("ROLLBACK", &[], None, None)
+            .await
+            .expect("rollback");
+
         // Without a cache (PgBouncer's transaction mode) nothing is named.
         let mut plain = connect("sslmode=disable&statement_cache=0").await;
         plain

@@ -574,6 +574,28 @@ impl PgConnection {
 
     /// Writes the statement and reads its result up to ReadyForQuery.
     async fn exchange(&mut self, sql: &str, params: &[Option<&str>]) -> Result<QueryResult> {
+        let cached =
+            (!params.is_empty() || self.prepares_without_params(sql)) && self.cache.contains(sql);
+        match self.exchange_once(sql, params).await {
+            // The cached statement is gone or its result type changed (a
+            // DEALLOCATE or DISCARD by hand, an ALTER TABLE since it was
+            // prepared). Outside a transaction nothing ran, so it is
+            // prepared again, once, instead of failing a statement that
+            // would have worked as a simple Query.
+            Err(e)
+                if cached
+                    && matches!(e.sqlstate(), Some("26000") | Some("0A000"))
+                    && self.tx == TxStatus::Idle
+                    && self.state == State::Ready =>
+            {
+                self.state = State::Busy;
+                self.exchange_once(sql, params).await
+            }
+            other => other,
+        }
+    }
+
+    async fn exchange_once(&mut self, sql: &str, params: &[Option<&str>]) -> Result<QueryResult> {
         let mut cached_columns: Option<Arc<Vec<Column>>> = None;
         let mut caching: Option<String> = None;
         if params.is_empty() && !self.prepares_without_params(sql) {
