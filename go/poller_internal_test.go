@@ -2,6 +2,7 @@ package dialpool
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"os"
 	"testing"
@@ -12,37 +13,65 @@ import (
 // pool (alone, it waits in C). Here one long statement keeps the others
 // company, so that a result, a deadline and a cancel all take the
 // netpoller path; each must behave as on the C path and leave no statement
-// running on the server.
+// running on the server. PostgreSQL in plain TCP, MariaDB over TLS (its
+// URL's default), so that a TLS session's waits are handed over too.
 func TestNetpollerPathResultDeadlineAndCancel(t *testing.T) {
-	base := os.Getenv("DIALPOOL_TEST_PG_URL")
-	if base == "" {
-		if os.Getenv("DIALPOOL_REQUIRE_FAULTS") == "1" {
-			t.Fatal("DIALPOOL_TEST_PG_URL is not set")
-		}
-		t.Skip("DIALPOOL_TEST_PG_URL is not set")
+	type dialect struct {
+		env, options           string
+		result, company, sleep string
+		running                string // counts statements with the marker still running
 	}
-	db, err := OpenDB(base + "?sslmode=disable&max_open=4&application_name=dp-netpoll")
-	if err != nil {
-		t.Fatal(err)
+	for name, d := range map[string]dialect{
+		"postgres": {
+			env: "DIALPOOL_TEST_PG_URL", options: "?sslmode=disable&max_open=4",
+			result:  "SELECT $1::int * 2",
+			company: "SELECT pg_sleep(3)",
+			sleep:   "SELECT pg_sleep(5) /* dp-np-mark */",
+			running: "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE '%dp' || '-np-mark%'",
+		},
+		"mariadb": {
+			env: "DIALPOOL_TEST_MARIADB_URL", options: "?max_open=4",
+			result:  "SELECT ? * 2",
+			company: "SELECT SLEEP(3)",
+			sleep:   "SELECT SLEEP(5) /* dp-np-mark */",
+			running: "SELECT count(*) FROM information_schema.PROCESSLIST WHERE COMMAND = 'Query' AND INFO LIKE CONCAT('%dp', '-np-mark%')",
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			base := os.Getenv(d.env)
+			if base == "" {
+				if os.Getenv("DIALPOOL_REQUIRE_FAULTS") == "1" {
+					t.Fatalf("%s is not set", d.env)
+				}
+				t.Skipf("%s is not set", d.env)
+			}
+			db, err := OpenDB(base + d.options)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer db.Close()
+			netpollerPath(t, db, d.result, d.company, d.sleep, d.running)
+		})
 	}
-	defer db.Close()
+}
 
-	company := make(chan error, 1)
+func netpollerPath(t *testing.T, db *sql.DB, result, company, sleep, running string) {
+	done := make(chan error, 1)
 	go func() {
-		_, err := db.Exec("SELECT pg_sleep(3)")
-		company <- err
+		_, err := db.Exec(company)
+		done <- err
 	}()
 	time.Sleep(300 * time.Millisecond)
 	before := statementsInNetpoller.Load()
 
 	var n int
-	if err := db.QueryRow("SELECT $1::int * 2", 21).Scan(&n); err != nil || n != 42 {
+	if err := db.QueryRow(result, 21).Scan(&n); err != nil || n != 42 {
 		t.Fatalf("result: %d, %v", n, err)
 	}
 
 	tctx, tcancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	start := time.Now()
-	_, err = db.ExecContext(tctx, "SELECT pg_sleep(5)")
+	_, err := db.ExecContext(tctx, sleep)
 	tcancel()
 	if !errors.Is(err, ErrQueryTimeout) || !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("deadline: %v", err)
@@ -54,7 +83,7 @@ func TestNetpollerPathResultDeadlineAndCancel(t *testing.T) {
 	cctx, cancel := context.WithCancel(context.Background())
 	time.AfterFunc(300*time.Millisecond, cancel)
 	start = time.Now()
-	_, err = db.ExecContext(cctx, "SELECT pg_sleep(5)")
+	_, err = db.ExecContext(cctx, sleep)
 	if !errors.Is(err, ErrCancelled) || !errors.Is(err, context.Canceled) {
 		t.Fatalf("cancel: %v", err)
 	}
@@ -65,15 +94,15 @@ func TestNetpollerPathResultDeadlineAndCancel(t *testing.T) {
 	if got := statementsInNetpoller.Load() - before; got < 3 {
 		t.Fatalf("%d of 3 statements waited in the netpoller", got)
 	}
-	if err := <-company; err != nil {
+	if err := <-done; err != nil {
 		t.Fatalf("the long statement: %v", err)
 	}
 	// Both interrupted statements were stopped on the server.
-	var running int
-	if err := db.QueryRow("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'dp-netpoll' AND state = 'active' AND query LIKE 'SELECT pg_sleep(5)%'").Scan(&running); err != nil {
+	var left int
+	if err := db.QueryRow(running).Scan(&left); err != nil {
 		t.Fatal(err)
 	}
-	if running != 0 {
-		t.Fatalf("%d statements still running on the server", running)
+	if left != 0 {
+		t.Fatalf("%d statements still running on the server", left)
 	}
 }
