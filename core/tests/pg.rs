@@ -747,3 +747,42 @@ fn parameterless_statements_are_prepared_once_and_multi_statements_still_run() {
         plain.close().await;
     });
 }
+
+/// A cancel right after the send stops the statement at once and keeps the
+/// session (`runtime::step` sends the statement and returns; the cancel
+/// follows at once). PostgreSQL drops a cancel that reaches the backend
+/// while it still reads the statement, so the library asks again when the
+/// first cancel shows no effect; this machine's cancel handshake (a fork
+/// in the postmaster) is usually too slow to lose that race, so this test
+/// does not prove the second ask, only that an early cancel works.
+#[test]
+fn a_cancel_right_after_the_send_still_stops_the_statement() {
+    use dialpool::runtime::{self, Step};
+    let mut conn = runtime::block_on(connector("sslmode=disable&cancel_timeout=5s").connect(None))
+        .expect("runtime")
+        .expect("connect");
+    for round in 0..5 {
+        let token = CancelToken::new();
+        let start = Instant::now();
+        let outcome = {
+            let mut fut = std::pin::pin!(conn.query("SELECT pg_sleep(3)", &[], None, Some(&token)));
+            let first = runtime::step(fut.as_mut()).expect("runtime");
+            assert!(
+                matches!(first, Step::Wait(_)),
+                "round {round}: sent, so it waits"
+            );
+            token.cancel();
+            runtime::block_on(fut).expect("runtime")
+        };
+        let took = start.elapsed();
+        let err = outcome.expect_err("cancelled");
+        assert_eq!(err.code(), Code::Cancelled, "round {round}: {err}");
+        assert!(
+            took < Duration::from_secs(2),
+            "round {round}: the cancel took {took:?}: {err}"
+        );
+        runtime::block_on(conn.query("SELECT 1", &[], None, None))
+            .expect("runtime")
+            .unwrap_or_else(|e| panic!("round {round}: the session after the cancel: {e}"));
+    }
+}

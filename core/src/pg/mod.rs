@@ -50,6 +50,10 @@ enum State {
 /// How long, after a cancel was sent, the session waits for the server to
 /// confirm with ReadyForQuery before giving the connection up.
 const CANCEL_GRACE_MIN: Duration = Duration::from_millis(500);
+/// How long a statement may go on after the postmaster took its cancel
+/// before the cancel is sent once more (PostgreSQL's own cancel handshake
+/// takes a few ms).
+const CANCEL_RESEND_AFTER: Duration = Duration::from_millis(100);
 
 /// Notices kept per statement.
 const MAX_NOTICES: usize = 100;
@@ -804,14 +808,34 @@ impl PgConnection {
             );
         }
         let cancel_start = Instant::now();
-        let sent = self.send_cancel(bound).await;
+        let mut sent = self.send_cancel(bound).await;
+        let left = |since: Instant| bound.saturating_sub(since.elapsed()).max(CANCEL_GRACE_MIN);
+        let mut saw_cancel = false;
+        // PostgreSQL drops a cancel that reaches the backend while it still
+        // reads the statement; when the statement has not ended shortly
+        // after the postmaster took the cancel, ask once more (the drain
+        // keeps what it read: reads are cancel-safe).
+        let first = CANCEL_RESEND_AFTER.min(left(cancel_start));
+        let mut drained = deadline::run(
+            Some(Deadline::after("cancel_timeout", first)),
+            self.drain(&mut saw_cancel),
+        )
+        .await;
+        if drained.is_err() {
+            if sent.is_ok() {
+                sent = self.send_cancel(left(cancel_start)).await;
+            }
+            drained = deadline::run(
+                Some(Deadline::after("cancel_timeout", left(cancel_start))),
+                self.drain(&mut saw_cancel),
+            )
+            .await;
+        }
         let left = bound
             .saturating_sub(cancel_start.elapsed())
             .max(CANCEL_GRACE_MIN);
-        let drained =
-            deadline::run(Some(Deadline::after("cancel_timeout", left)), self.drain()).await;
         match (sent, drained) {
-            (_, Ok(Ok(saw_cancel))) => {
+            (_, Ok(Ok(()))) => {
                 let cause = if saw_cancel {
                     "cancelled on the server; the connection is reusable".to_string()
                 } else {
@@ -886,20 +910,20 @@ impl PgConnection {
         }
     }
 
-    /// Reads and discards up to ReadyForQuery. Ok(true) when the statement
-    /// ended with query_canceled (57014).
-    async fn drain(&mut self) -> Result<bool> {
-        let mut cancelled = false;
+    /// Reads and discards up to ReadyForQuery; sets `cancelled` when the
+    /// statement ended with query_canceled (57014). May be stopped and
+    /// called again.
+    async fn drain(&mut self, cancelled: &mut bool) -> Result<()> {
         loop {
             match self.read_message().await? {
                 Message::ErrorResponse(body)
                     if error::sqlstate_of(&body).as_deref() == Some("57014") =>
                 {
-                    cancelled = true;
+                    *cancelled = true;
                 }
                 Message::ReadyForQuery(r) => {
                     self.ready(r.status());
-                    return Ok(cancelled);
+                    return Ok(());
                 }
                 Message::ParameterStatus(p) => self.note_parameter(&p),
                 _ => {}
