@@ -91,24 +91,23 @@ static int dpg_step(dp_op *op, dp_wait *wait, dp_result **result, dpg_shape *sha
 	return dpg_finish(op, result, shape, code, err);
 }
 
-// Starts the statement: text holds the SQL and the parameters, each
-// NUL-terminated; offs[i] is parameter i's offset in text, or -1 for SQL
-// NULL. Returns 0 with *code set when it could not start.
-static int dpg_open_op(dp_conn *conn, const dp_ctx *ctx, const char *text, const int64_t *offs, size_t nparams,
-                       dp_op **op, dp_code *code, dp_error **err) {
+// Calls dp_conn_query_start (op not NULL) or, running the statement to its
+// end with the waits in C, dp_conn_query. text holds the SQL and the
+// parameters, each NUL-terminated; offs[i] is parameter i's offset in text,
+// or -1 for SQL NULL.
+static dp_code dpg_call(dp_conn *conn, const dp_ctx *ctx, const char *text, const int64_t *offs, size_t nparams,
+                        dp_op **op, dp_result **result, dp_error **err) {
 	const char *local[16];
 	const char **params = local;
 	if (nparams > 16) {
 		params = malloc(nparams * sizeof *params);
-		if (params == NULL) {
-			*code = DP_INTERNAL;
-			return 0;
-		}
+		if (params == NULL) return DP_INTERNAL;
 	}
 	for (size_t i = 0; i < nparams; i++) params[i] = offs[i] < 0 ? NULL : text + offs[i];
-	*code = dp_conn_query_start(conn, ctx, text, nparams, params, op, err);
+	dp_code code = op ? dp_conn_query_start(conn, ctx, text, nparams, params, op, err)
+	                  : dp_conn_query(conn, ctx, text, nparams, params, result, err);
 	if (params != local) free(params);
-	return *code == DP_OK;
+	return code;
 }
 
 // Starts the statement and takes it as far as it goes without waiting.
@@ -116,16 +115,18 @@ static int dpg_start(dp_conn *conn, const dp_ctx *ctx,
                      const char *text, const int64_t *offs, size_t nparams,
                      dp_op **op, dp_wait *wait, dp_result **result, dpg_shape *shape,
                      dp_code *code, dp_error **err) {
-	if (!dpg_open_op(conn, ctx, text, offs, nparams, op, code, err)) return 0;
+	*code = dpg_call(conn, ctx, text, offs, nparams, op, NULL, err);
+	if (*code != DP_OK) return 0;
 	return dpg_step(*op, wait, result, shape, code, err);
 }
 
-// Runs the statement with its waits in C (the calling thread blocks).
+// Runs the statement with its waits in C (the calling thread blocks): no
+// copy of the SQL and no dp_op, as the statement never leaves this call.
 static void dpg_run(dp_conn *conn, const dp_ctx *ctx,
                     const char *text, const int64_t *offs, size_t nparams,
                     dp_result **result, dpg_shape *shape, dp_code *code, dp_error **err) {
-	dp_op *op = NULL;
-	if (dpg_open_op(conn, ctx, text, offs, nparams, &op, code, err)) dpg_finish(op, result, shape, code, err);
+	*code = dpg_call(conn, ctx, text, offs, nparams, NULL, result, err);
+	if (*code == DP_OK) dpg_fill_shape(*result, shape);
 }
 
 // Acquires a connection and reads its socket, in one crossing.
@@ -328,8 +329,11 @@ func (c *callCtx) end() {
 type cpool struct {
 	mu sync.RWMutex
 	p  *C.dp_pool
-	// Statements running now, on any connection of the pool.
-	running atomic.Int32
+	// Statements running now, on any connection of the pool, and those
+	// so far that waited in the netpoller (beside it: the same cache line,
+	// already touched per statement; a test reads it).
+	running   atomic.Int32
+	netpolled atomic.Int64
 	// events holds the event func for the C callback (0: none); deleted
 	// once dp_pool_close has returned, after which the library no longer
 	// calls back.
@@ -499,6 +503,7 @@ func (p *cpool) query(ctx context.Context, h *connHandle, text []byte, offs []in
 	if alone {
 		s.inC()
 	} else if pf := pollerFor(p, h.fd, h.socketID); pf != nil && cc.waitOn(pf) {
+		p.netpolled.Add(1)
 		s.inNetpoller(pf)
 	} else {
 		s.inC()
@@ -547,7 +552,6 @@ func (s *statement) inC() {
 // any readiness from before it starts, and a reply can only come after
 // the send.
 func (s *statement) inNetpoller(pf *pollFile) {
-	statementsInNetpoller.Add(1)
 	state := C.int(-1) // not started
 	write := false
 	for {

@@ -42,7 +42,6 @@ import "C"
 import (
 	"os"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 	"unsafe"
@@ -59,9 +58,6 @@ type pollFile struct {
 	// statement uses the socket touches it.
 	deadline time.Time
 }
-
-// Statements that waited in the netpoller so far (a test looks).
-var statementsInNetpoller atomic.Int64
 
 // Long past: a deadline that ends a wait at once.
 var interruptAt = time.Unix(1, 0)

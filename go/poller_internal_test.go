@@ -50,19 +50,23 @@ func TestNetpollerPathResultDeadlineAndCancel(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer db.Close()
-			netpollerPath(t, db, d.result, d.company, d.sleep, d.running)
+			var pool *cpool
+			if err := withConnector(db, "test", func(c *Connector) error { pool = c.pool; return nil }); err != nil {
+				t.Fatal(err)
+			}
+			netpollerPath(t, db, pool, d.result, d.company, d.sleep, d.running)
 		})
 	}
 }
 
-func netpollerPath(t *testing.T, db *sql.DB, result, company, sleep, running string) {
+func netpollerPath(t *testing.T, db *sql.DB, pool *cpool, result, company, sleep, running string) {
 	done := make(chan error, 1)
 	go func() {
 		_, err := db.Exec(company)
 		done <- err
 	}()
 	time.Sleep(300 * time.Millisecond)
-	before := statementsInNetpoller.Load()
+	before := pool.netpolled.Load()
 
 	var n int
 	if err := db.QueryRow(result, 21).Scan(&n); err != nil || n != 42 {
@@ -91,7 +95,7 @@ func netpollerPath(t *testing.T, db *sql.DB, result, company, sleep, running str
 		t.Fatalf("the cancel took %v", took)
 	}
 
-	if got := statementsInNetpoller.Load() - before; got < 3 {
+	if got := pool.netpolled.Load() - before; got < 3 {
 		t.Fatalf("%d of 3 statements waited in the netpoller", got)
 	}
 	if err := <-done; err != nil {

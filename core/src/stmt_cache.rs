@@ -34,11 +34,6 @@ impl<H: Clone, V: Clone> StatementCache<H, V> {
         self.capacity
     }
 
-    /// Whether `sql` is cached (without marking it used).
-    pub fn contains(&self, sql: &str) -> bool {
-        self.entries.contains_key(sql)
-    }
-
     /// The handle and value for `sql`, marking it as just used.
     pub fn get(&mut self, sql: &str) -> Option<(H, V)> {
         self.tick += 1;

@@ -788,6 +788,21 @@ static struct drive drive_op(dp_op *op, int max) {
     return d;
 }
 
+/* Ends op and checks that it gave one value, `want`. */
+static void finish_expect(dp_op *op, const char *want) {
+    dp_result *r = NULL;
+    dp_error *err = NULL;
+    dp_code code = dp_op_finish(op, &r, &err);
+    CHECK(code == DP_OK, "finish: %s", msg(err));
+    if (code == DP_OK) {
+        const char *got = dp_result_value(r, 0, 0);
+        CHECK(got && strcmp(got, want) == 0, "%s, want %s", got ? got : "NULL", want);
+        dp_result_free(r);
+    } else {
+        dp_error_free(err);
+    }
+}
+
 static void test_poll_mode(void) {
     CHECK(dp_conn_socket(NULL, NULL, NULL, NULL) == DP_INVALID_ARGUMENT, "NULL conn");
     dp_error *err = NULL;
@@ -822,16 +837,7 @@ static void test_poll_mode(void) {
         CHECK(dp_conn_socket(conn, &fd, &id, &err) == DP_OK, "socket: %s", msg(err));
         CHECK(fd == d.first.fd && id == first_id, "dp_conn_socket says fd %d id %llu, the wait fd %d id %llu",
               fd, (unsigned long long)id, d.first.fd, (unsigned long long)first_id);
-        code = dp_op_finish(op, &r, &err);
-        CHECK(code == DP_OK, "finish: %s", msg(err));
-        if (code == DP_OK) {
-            CHECK(dp_result_value(r, 0, 0) && strcmp(dp_result_value(r, 0, 0), "42") == 0, "%s", dp_result_value(r, 0, 0));
-            dp_result_free(r);
-            r = NULL;
-        } else {
-            dp_error_free(err);
-            err = NULL;
-        }
+        finish_expect(op, "42");
     } else {
         dp_error_free(err);
         err = NULL;
@@ -844,16 +850,7 @@ static void test_poll_mode(void) {
         CHECK(d.finished && d.waits >= 1, "finished %d waits %d", d.finished, d.waits);
         CHECK(d.first.socket_id == first_id && first_id != 0, "socket_id %llu then %llu",
               (unsigned long long)first_id, (unsigned long long)d.first.socket_id);
-        code = dp_op_finish(op, &r, &err);
-        CHECK(code == DP_OK, "finish: %s", msg(err));
-        if (code == DP_OK) {
-            CHECK(dp_result_value(r, 0, 0) && strcmp(dp_result_value(r, 0, 0), "2") == 0, "%s", dp_result_value(r, 0, 0));
-            dp_result_free(r);
-            r = NULL;
-        } else {
-            dp_error_free(err);
-            err = NULL;
-        }
+        finish_expect(op, "2");
     } else {
         dp_error_free(err);
         err = NULL;
@@ -863,16 +860,7 @@ static void test_poll_mode(void) {
     code = dp_conn_query_start(conn, NULL, "SELECT 7", 0, NULL, &op, &err);
     CHECK(code == DP_OK, "start: %s", msg(err));
     if (code == DP_OK) {
-        code = dp_op_finish(op, &r, &err);
-        CHECK(code == DP_OK, "finish: %s", msg(err));
-        if (code == DP_OK) {
-            CHECK(dp_result_value(r, 0, 0) && strcmp(dp_result_value(r, 0, 0), "7") == 0, "%s", dp_result_value(r, 0, 0));
-            dp_result_free(r);
-            r = NULL;
-        } else {
-            dp_error_free(err);
-            err = NULL;
-        }
+        finish_expect(op, "7");
     } else {
         dp_error_free(err);
         err = NULL;

@@ -578,9 +578,8 @@ impl PgConnection {
 
     /// Writes the statement and reads its result up to ReadyForQuery.
     async fn exchange(&mut self, sql: &str, params: &[Option<&str>]) -> Result<QueryResult> {
-        let cached =
-            (!params.is_empty() || self.prepares_without_params(sql)) && self.cache.contains(sql);
-        match self.exchange_once(sql, params).await {
+        let mut cached = false;
+        match self.exchange_once(sql, params, &mut cached).await {
             // The cached statement is gone or its result type changed (a
             // DEALLOCATE or DISCARD by hand, an ALTER TABLE since it was
             // prepared). Outside a transaction nothing ran, so it is
@@ -593,13 +592,19 @@ impl PgConnection {
                     && self.state == State::Ready =>
             {
                 self.state = State::Busy;
-                self.exchange_once(sql, params).await
+                self.exchange_once(sql, params, &mut cached).await
             }
             other => other,
         }
     }
 
-    async fn exchange_once(&mut self, sql: &str, params: &[Option<&str>]) -> Result<QueryResult> {
+    /// One exchange; `cached` tells whether it used a cached statement.
+    async fn exchange_once(
+        &mut self,
+        sql: &str,
+        params: &[Option<&str>],
+        cached: &mut bool,
+    ) -> Result<QueryResult> {
         let mut cached_columns: Option<Arc<Vec<Column>>> = None;
         let mut caching: Option<String> = None;
         if params.is_empty() && !self.prepares_without_params(sql) {
@@ -611,6 +616,7 @@ impl PgConnection {
             let name = match self.cache.get(sql) {
                 Some((name, cols)) => {
                     cached_columns = Some(cols);
+                    *cached = true;
                     name
                 }
                 None => {
