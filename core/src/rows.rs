@@ -10,6 +10,10 @@ use std::fmt;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Column {
     pub name: String,
+    /// `name` as a C string (a NUL in it becomes a space), made once with
+    /// the column: a cached statement's columns serve every result, so C
+    /// callers read names without a copy per statement.
+    c_name: std::ffi::CString,
     /// PostgreSQL: the type OID. MySQL: the column type code.
     pub type_id: u32,
     /// MySQL: the values are bytes, not text. The type code alone cannot
@@ -21,11 +25,28 @@ pub struct Column {
     pub binary: bool,
 }
 
+impl Column {
+    pub fn new(name: String, type_id: u32, binary: bool) -> Column {
+        let c_name = std::ffi::CString::new(name.replace('\0', " ")).unwrap_or_default();
+        Column {
+            name,
+            c_name,
+            type_id,
+            binary,
+        }
+    }
+
+    /// The name as a C string (see the field).
+    pub fn c_name(&self) -> &std::ffi::CStr {
+        &self.c_name
+    }
+}
+
 /// Marks a SQL NULL in the cell table.
 const NULL: (u32, u32) = (u32::MAX, u32::MAX);
 
 /// The rows, columns and completion facts of one statement.
-#[derive(Clone, Default, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct QueryResult {
     /// Shared with the statement cache: a cached statement's result gets
     /// its columns without copying every name.
@@ -46,11 +67,33 @@ pub struct QueryResult {
     pub notices: Vec<String>,
 }
 
+impl Default for QueryResult {
+    /// No columns yet. The empty column list is one shared `Arc`, so that
+    /// making a result costs no allocation until it has data.
+    fn default() -> QueryResult {
+        static NO_COLUMNS: std::sync::OnceLock<std::sync::Arc<Vec<Column>>> =
+            std::sync::OnceLock::new();
+        QueryResult::with_shared_columns(NO_COLUMNS.get_or_init(Default::default).clone())
+    }
+}
+
 impl QueryResult {
     pub fn new(columns: Vec<Column>) -> QueryResult {
+        QueryResult::with_shared_columns(std::sync::Arc::new(columns))
+    }
+
+    /// A result whose columns are shared with a statement cache.
+    pub fn with_shared_columns(columns: std::sync::Arc<Vec<Column>>) -> QueryResult {
         QueryResult {
-            columns: std::sync::Arc::new(columns),
-            ..QueryResult::default()
+            columns,
+            data: Vec::new(),
+            cells: Vec::new(),
+            rows: 0,
+            command_tag: String::new(),
+            affected_rows: 0,
+            last_insert_id: None,
+            warnings: 0,
+            notices: Vec::new(),
         }
     }
 
@@ -94,6 +137,10 @@ impl QueryResult {
                     u32::try_from(self.data.len()).map_err(|_| "result larger than 4 GiB")?;
                 self.data.extend_from_slice(v);
                 let end = u32::try_from(self.data.len()).map_err(|_| "result larger than 4 GiB")?;
+                // Every value ends with a NUL that is not part of it, so C
+                // callers can take it as a C string in place
+                // (`bytes_with_nul`).
+                self.data.push(0);
                 self.cells.push((start, end));
             }
         }
@@ -102,7 +149,7 @@ impl QueryResult {
 
     /// Reserves room for about `bytes` more bytes of values.
     pub fn reserve(&mut self, bytes: usize, cells: usize) {
-        self.data.reserve(bytes);
+        self.data.reserve(bytes + cells);
         self.cells.reserve(cells);
     }
 
@@ -116,6 +163,19 @@ impl QueryResult {
             return None;
         }
         self.data.get(start as usize..end as usize)
+    }
+
+    /// The raw bytes of a value followed by a NUL byte, for C callers that
+    /// want a C string; `None` for SQL NULL or out of range.
+    pub fn bytes_with_nul(&self, row: usize, col: usize) -> Option<&[u8]> {
+        if row >= self.rows || col >= self.columns.len() {
+            return None;
+        }
+        let (start, end) = *self.cells.get(row * self.columns.len() + col)?;
+        if (start, end) == NULL {
+            return None;
+        }
+        self.data.get(start as usize..=end as usize)
     }
 
     /// A value as text; `None` for SQL NULL, out of range, or not UTF-8.
@@ -158,16 +218,8 @@ mod tests {
     #[test]
     fn cells_and_nulls() {
         let mut r = QueryResult::new(vec![
-            Column {
-                name: "a".into(),
-                type_id: 23,
-                binary: false,
-            },
-            Column {
-                name: "b".into(),
-                type_id: 25,
-                binary: false,
-            },
+            Column::new("a".into(), 23, false),
+            Column::new("b\0c".into(), 25, false),
         ]);
         r.begin_row();
         r.push_value(Some(b"1")).expect("push");
@@ -183,6 +235,11 @@ mod tests {
         assert_eq!(r.get(1, 0), Some("żółw"));
         assert_eq!(r.get(1, 1), Some(""));
         assert_eq!(r.get(2, 0), None);
-        assert_eq!(r.column_index("b"), Some(1));
+        assert_eq!(r.column_index("b\0c"), Some(1));
+        assert_eq!(r.columns()[1].c_name().to_bytes(), b"b c");
+        assert_eq!(r.bytes_with_nul(1, 0), Some("żółw\0".as_bytes()));
+        assert_eq!(r.bytes_with_nul(1, 1), Some(&b"\0"[..]));
+        assert_eq!(r.bytes_with_nul(0, 1), None);
+        assert_eq!(r.bytes_with_nul(2, 0), None);
     }
 }

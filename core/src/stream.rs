@@ -32,9 +32,14 @@ use crate::runtime::inline;
 /// for every packet, even though nobody there waits for it.
 pub struct Socket {
     io: SocketIo,
-    /// The caller just sent something: its reply cannot be there yet, so
-    /// the next read waits for it first (ppoll, then recv) instead of
-    /// spending a recv(2) on EAGAIN, as libpq does.
+    /// The caller just sent something: a thread that blocks in ppoll(2)
+    /// waits for the reply first (ppoll, then recv) instead of spending a
+    /// recv(2) on EAGAIN, as libpq does. A caller with its own event loop
+    /// (see [`crate::runtime::step`]) tries the recv all the same: when the
+    /// server's process took the CPU during the send, the reply is already
+    /// there, and a wait in that loop (a goroutine parked in Go's netpoller)
+    /// costs far more than the recv. Parking after every send left a CPU
+    /// idle between statements, and waking it cost more than the work.
     sent: bool,
     /// Unique in the process (see [`crate::runtime::SocketWait`]).
     id: u64,
@@ -186,7 +191,7 @@ impl AsyncRead for Socket {
             Ok(fd) => fd,
             Err(e) => return Poll::Ready(Err(e)),
         };
-        if std::mem::take(&mut this.sent) {
+        if std::mem::take(&mut this.sent) && !inline::hands_off() {
             this.wait_on_caller(fd, libc::POLLIN);
             return Poll::Pending;
         }

@@ -127,12 +127,10 @@ pub struct dp_conn {
 /// A query result, read-only. Strings it returns stay valid until
 /// `dp_result_free`.
 pub struct dp_result {
+    /// The core keeps a NUL after every value and a C-string copy of every
+    /// column name, so the getters return pointers into it: no copy per
+    /// result.
     result: dialpool::QueryResult,
-    names: Vec<CString>,
-    /// Every value followed by a NUL, so that `dp_result_value` can return a
-    /// C string without copying per call.
-    text: Vec<u8>,
-    cells: Vec<Option<(usize, usize)>>,
 }
 
 /// The pool's numbers, filled by `dp_pool_stats`.
@@ -466,32 +464,7 @@ fn params_of<'a>(
 }
 
 fn make_result(result: dialpool::QueryResult) -> Box<dp_result> {
-    let names = result
-        .columns()
-        .iter()
-        .map(|c| CString::new(c.name.replace('\0', " ")).unwrap_or_default())
-        .collect();
-    let mut text = Vec::new();
-    let mut cells = Vec::with_capacity(result.row_count() * result.column_count());
-    for row in 0..result.row_count() {
-        for col in 0..result.column_count() {
-            match result.bytes(row, col) {
-                Some(v) => {
-                    let start = text.len();
-                    text.extend_from_slice(v);
-                    text.push(0);
-                    cells.push(Some((start, v.len())));
-                }
-                None => cells.push(None),
-            }
-        }
-    }
-    Box::new(dp_result {
-        result,
-        names,
-        text,
-        cells,
-    })
+    Box::new(dp_result { result })
 }
 
 /// Where a statement runs: through the pool (acquire, query and release
@@ -1312,8 +1285,8 @@ pub extern "C" fn dp_result_column_count(result: *const dp_result) -> usize {
 #[no_mangle]
 pub extern "C" fn dp_result_column_name(result: *const dp_result, col: usize) -> *const c_char {
     result_ref(result)
-        .and_then(|r| r.names.get(col))
-        .map_or(ptr::null(), |s| s.as_ptr())
+        .and_then(|r| r.result.columns().get(col))
+        .map_or(ptr::null(), |c| c.c_name().as_ptr())
 }
 
 /// A value as NUL-terminated text; NULL for SQL NULL or out of range. Valid
@@ -1328,13 +1301,9 @@ pub extern "C" fn dp_result_value(
     let Some(r) = result_ref(result) else {
         return ptr::null();
     };
-    if row >= r.result.row_count() || col >= r.result.column_count() {
-        return ptr::null();
-    }
-    match r.cells.get(row * r.result.column_count() + col) {
-        Some(Some((start, _))) => r.text[*start..].as_ptr() as *const c_char,
-        _ => ptr::null(),
-    }
+    r.result
+        .bytes_with_nul(row, col)
+        .map_or(ptr::null(), |v| v.as_ptr() as *const c_char)
 }
 
 /// The length in bytes of a value (0 for SQL NULL or out of range).
@@ -1343,13 +1312,7 @@ pub extern "C" fn dp_result_value_len(result: *const dp_result, row: usize, col:
     let Some(r) = result_ref(result) else {
         return 0;
     };
-    if row >= r.result.row_count() || col >= r.result.column_count() {
-        return 0;
-    }
-    match r.cells.get(row * r.result.column_count() + col) {
-        Some(Some((_, len))) => *len,
-        _ => 0,
-    }
+    r.result.bytes(row, col).map_or(0, <[u8]>::len)
 }
 
 /// A column's type: the PostgreSQL type OID or the MySQL column type code;

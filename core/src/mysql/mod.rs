@@ -976,11 +976,11 @@ impl MysqlConnection {
                         ParseBuf(&p).parse(()).map_err(|e| {
                             self.protocol_error(format!("a malformed column definition ({e})"))
                         })?;
-                    columns.push(Column {
-                        name: col.name_str().into_owned(),
-                        type_id: u32::from(col.column_type() as u8),
-                        binary: value::holds_bytes(col.column_type(), col.character_set()),
-                    });
+                    columns.push(Column::new(
+                        col.name_str().into_owned(),
+                        u32::from(col.column_type() as u8),
+                        value::holds_bytes(col.column_type(), col.character_set()),
+                    ));
                     metas.push(ColumnMeta {
                         kind: col.column_type(),
                         flags: col.flags(),

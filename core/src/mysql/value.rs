@@ -507,11 +507,7 @@ mod tests {
         row.extend_from_slice(&2.346f64.to_le_bytes());
         let mut r = QueryResult::new(
             (0..cols.len())
-                .map(|i| crate::rows::Column {
-                    name: format!("c{i}"),
-                    type_id: 0,
-                    binary: false,
-                })
+                .map(|i| crate::rows::Column::new(format!("c{i}"), 0, false))
                 .collect(),
         );
         let mut scratch = String::new();
@@ -554,16 +550,8 @@ mod tests {
     #[test]
     fn text_rows_and_counts() {
         let mut r = QueryResult::new(vec![
-            crate::rows::Column {
-                name: "a".into(),
-                type_id: 3,
-                binary: false,
-            },
-            crate::rows::Column {
-                name: "b".into(),
-                type_id: 253,
-                binary: false,
-            },
+            crate::rows::Column::new("a".into(), 3, false),
+            crate::rows::Column::new("b".into(), 253, false),
         ]);
         text_row(&[1, b'7', 0xFB], 2, &mut r).expect("row");
         assert_eq!(r.get(0, 0), Some("7"));

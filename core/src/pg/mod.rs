@@ -606,7 +606,7 @@ impl PgConnection {
         cached: &mut bool,
     ) -> Result<QueryResult> {
         let mut cached_columns: Option<Arc<Vec<Column>>> = None;
-        let mut caching: Option<String> = None;
+        let mut caching: Option<Arc<str>> = None;
         if params.is_empty() && !self.prepares_without_params(sql) {
             frontend::query(sql, &mut self.wire.wbuf).map_err(encode_error)?;
         } else {
@@ -620,7 +620,7 @@ impl PgConnection {
                     name
                 }
                 None => {
-                    let name = self.next_statement_name();
+                    let name: Arc<str> = self.next_statement_name().into();
                     frontend::parse(&name, sql, std::iter::empty(), &mut self.wire.wbuf)
                         .map_err(encode_error)?;
                     if !name.is_empty() {
@@ -659,10 +659,10 @@ impl PgConnection {
             self.state = State::Broken;
             return Err(e);
         }
-        let mut result = QueryResult::default();
-        if let Some(cols) = &cached_columns {
-            result.set_shared_columns(cols.clone());
-        }
+        let mut result = match &cached_columns {
+            Some(cols) => QueryResult::with_shared_columns(cols.clone()),
+            None => QueryResult::default(),
+        };
         let mut error: Option<Error> = None;
         loop {
             match self.read_message().await? {
@@ -681,11 +681,7 @@ impl PgConnection {
                     let mut cols = Vec::new();
                     let mut fields = desc.fields();
                     while let Some(f) = fields.next().map_err(|e| self.malformed(e))? {
-                        cols.push(Column {
-                            name: f.name().to_string(),
-                            type_id: f.type_oid(),
-                            binary: false,
-                        });
+                        cols.push(Column::new(f.name().to_string(), f.type_oid(), false));
                     }
                     result.set_columns(cols);
                 }
@@ -953,7 +949,8 @@ fn affected_rows(tag: &str) -> u64 {
 
 /// Named prepared statements per connection with their result columns.
 /// Capacity 0 uses the unnamed statement (PgBouncer transaction mode).
-type StatementCache = crate::stmt_cache::StatementCache<String, Arc<Vec<Column>>>;
+/// Names are `Arc<str>`: a hit hands out the name without allocating.
+type StatementCache = crate::stmt_cache::StatementCache<Arc<str>, Arc<Vec<Column>>>;
 
 impl Wire {
     /// CONNECTION_LOST for a stream that is not a [`Wire`] yet.
