@@ -242,7 +242,9 @@ func BenchmarkPostgresSelect1WithDeadline(b *testing.B) {
 
 func BenchmarkMariaDBSelect1(b *testing.B) {
 	base := env(b, "DIALPOOL_TEST_MARIADB_URL")
-	dp, err := dialpool.OpenDB(base + fmt.Sprintf("?max_open=%d", poolSize))
+	// Plain TCP on both sides: go-sql-driver/mysql's Config has TLS off,
+	// and dialpool's default (sslmode=prefer) would take TLS.
+	dp, err := dialpool.OpenDB(base + fmt.Sprintf("?sslmode=disable&max_open=%d", poolSize))
 	if err != nil {
 		b.Fatal(err)
 	}
