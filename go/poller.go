@@ -7,7 +7,9 @@ package dialpool
 // core starts a statement, says which socket it waits for
 // (dp_conn_query_start, dp_op_poll), and the goroutine parks in the
 // netpoller on that socket like any Go network read; only then does it
-// call C again.
+// call C again. The core reads once right after the send, as pgx does: on
+// a busy machine the backend has usually replied by then (it took the
+// CPU the send woke it on), and that statement never parks.
 //
 // The netpoller needs a descriptor it owns, so each core socket gets a
 // duplicate here, registered once and reused by every statement on that
