@@ -76,19 +76,78 @@ static void dpg_fill_shape(const dp_result *r, dpg_shape *s) {
 	s->has_last_id = dp_result_last_insert_id(r, &s->last_id);
 }
 
-// A statement the goroutine waits for in Go's netpoller (poller.go).
-// dpg_start and dpg_step return 1 when the statement waits (*wait says for
-// what) and 0 when it has finished (*code, and *result with *shape or
-// *err); dpg_finish ends it, blocking if need be.
-static int dpg_finish(dp_op *op, dp_result **result, dpg_shape *shape, dp_code *code, dp_error **err) {
-	*code = dp_op_finish(op, result, err);
-	if (*code == DP_OK) dpg_fill_shape(*result, shape);
+// A statement's state between crossings. It lives in Go memory (in the
+// connection handle) and holds only C pointers.
+typedef struct {
+	dp_conn *conn;      // the held connection; dpg_begin acquires into it when NULL
+	dp_op *op;          // a statement in progress in poll mode
+	dp_wait wait;       // what it waits for (dpg_begin, dpg_step returned 1)
+	dp_result *res;     // a finished result not copied (too large for the scratch)
+	dpg_shape shape;
+	dp_code code;
+	dp_error *err;
+	int acquire_failed; // the error came from the acquire
+	int copied;         // the result is in the scratch and freed
+} dpg_stmt;
+
+// Copies a result into Go memory and frees it: buf gets the column names
+// and then every value back to back; lens gets each name's length, then
+// each column's type id (0 when the library cannot say), then each value's
+// length row by row (-1 for SQL NULL).
+static void dpg_copy_free(dp_result *r, size_t rows, size_t cols, char *buf, int64_t *lens) {
+	size_t off = 0;
+	for (size_t c = 0; c < cols; c++) {
+		const char *name = dp_result_column_name(r, c);
+		size_t n = name ? strlen(name) : 0;
+		if (n) memcpy(buf + off, name, n);
+		off += n;
+		lens[c] = (int64_t)n;
+		lens[cols + c] = (int64_t)dp_result_column_type(r, c);
+	}
+	int64_t *cell = lens + 2 * cols;
+	for (size_t i = 0; i < rows; i++) {
+		for (size_t c = 0; c < cols; c++) {
+			const char *v = dp_result_value(r, i, c);
+			if (v == NULL) {
+				*cell++ = -1;
+				continue;
+			}
+			size_t n = dp_result_value_len(r, i, c);
+			if (n) memcpy(buf + off, v, n);
+			off += n;
+			*cell++ = (int64_t)n;
+		}
+	}
+	dp_result_free(r);
+}
+
+// A statement has finished: reads its shape and, when it fits the
+// caller's scratch (buf, lens), copies it there in the same crossing.
+static void dpg_done(dpg_stmt *s, char *buf, size_t cap, int64_t *lens, size_t lcap) {
+	s->copied = 0;
+	if (s->code != DP_OK) return;
+	dpg_fill_shape(s->res, &s->shape);
+	size_t rows = s->shape.rows, cols = s->shape.cols;
+	if (s->shape.bytes <= cap && cols <= lcap / 2 && (cols == 0 || rows <= (lcap - 2 * cols) / cols)) {
+		dpg_copy_free(s->res, rows, cols, buf, lens);
+		s->res = NULL;
+		s->copied = 1;
+	}
+}
+
+// dpg_begin and dpg_step return 1 when the statement waits (s->wait says
+// for what) and 0 when it has finished (s->code, and a result or s->err);
+// dpg_finish ends it, blocking if need be.
+static int dpg_finish(dpg_stmt *s, char *buf, size_t cap, int64_t *lens, size_t lcap) {
+	s->code = dp_op_finish(s->op, &s->res, &s->err);
+	s->op = NULL;
+	dpg_done(s, buf, cap, lens, lcap);
 	return 0;
 }
 
-static int dpg_step(dp_op *op, dp_wait *wait, dp_result **result, dpg_shape *shape, dp_code *code, dp_error **err) {
-	if (dp_op_poll(op, wait)) return 1;
-	return dpg_finish(op, result, shape, code, err);
+static int dpg_step(dpg_stmt *s, char *buf, size_t cap, int64_t *lens, size_t lcap) {
+	if (dp_op_poll(s->op, &s->wait)) return 1;
+	return dpg_finish(s, buf, cap, lens, lcap);
 }
 
 // Calls dp_conn_query_start (op not NULL) or, running the statement to its
@@ -110,61 +169,38 @@ static dp_code dpg_call(dp_conn *conn, const dp_ctx *ctx, const char *text, cons
 	return code;
 }
 
-// Starts the statement and takes it as far as it goes without waiting.
-static int dpg_start(dp_conn *conn, const dp_ctx *ctx,
-                     const char *text, const int64_t *offs, size_t nparams,
-                     dp_op **op, dp_wait *wait, dp_result **result, dpg_shape *shape,
-                     dp_code *code, dp_error **err) {
-	*code = dpg_call(conn, ctx, text, offs, nparams, op, NULL, err);
-	if (*code != DP_OK) return 0;
-	return dpg_step(*op, wait, result, shape, code, err);
+// Poll mode, in one crossing: acquires a connection when none is held,
+// starts the statement and takes it as far as it goes without waiting
+// (the core reads once right after the send, so most statements finish
+// here, result copy included).
+static int dpg_begin(const dp_pool *pool, const dp_ctx *ctx, const char *text, const int64_t *offs, size_t nparams,
+                     dpg_stmt *s, char *buf, size_t cap, int64_t *lens, size_t lcap) {
+	s->acquire_failed = 0;
+	s->copied = 0;
+	s->op = NULL;
+	s->res = NULL;
+	s->err = NULL;
+	if (s->conn == NULL) {
+		s->code = dp_pool_acquire(pool, ctx, &s->conn, &s->err);
+		if (s->code != DP_OK) {
+			s->conn = NULL;
+			s->acquire_failed = 1;
+			return 0;
+		}
+	}
+	s->code = dpg_call(s->conn, ctx, text, offs, nparams, &s->op, NULL, &s->err);
+	if (s->code != DP_OK) return 0;
+	return dpg_step(s, buf, cap, lens, lcap);
 }
 
 // Runs the statement with its waits in C (the calling thread blocks): no
 // copy of the SQL and no dp_op, as the statement never leaves this call.
-static void dpg_run(dp_conn *conn, const dp_ctx *ctx,
-                    const char *text, const int64_t *offs, size_t nparams,
-                    dp_result **result, dpg_shape *shape, dp_code *code, dp_error **err) {
-	*code = dpg_call(conn, ctx, text, offs, nparams, NULL, result, err);
-	if (*code == DP_OK) dpg_fill_shape(*result, shape);
-}
-
-// Acquires a connection and reads its socket, in one crossing.
-static dp_code dpg_acquire(const dp_pool *pool, const dp_ctx *ctx, dp_conn **conn, int *fd, uint64_t *socket_id, dp_error **err) {
-	dp_code code = dp_pool_acquire(pool, ctx, conn, err);
-	if (code == DP_OK) code = dp_conn_socket(*conn, fd, socket_id, err);
-	return code;
-}
-
-// Copies a result into Go memory and frees it: buf gets the column names
-// and then every value back to back; lens gets each name's length and then
-// each value's (-1 for SQL NULL), row by row; types (cols entries) gets each
-// column's type id (0 when the library cannot say).
-static void dpg_copy_free(dp_result *r, size_t rows, size_t cols, char *buf, int64_t *lens, uint32_t *types) {
-	size_t off = 0;
-	for (size_t c = 0; c < cols; c++) {
-		const char *name = dp_result_column_name(r, c);
-		size_t n = name ? strlen(name) : 0;
-		if (n) memcpy(buf + off, name, n);
-		off += n;
-		lens[c] = (int64_t)n;
-		types[c] = dp_result_column_type(r, c);
-	}
-	int64_t *cell = lens + cols;
-	for (size_t i = 0; i < rows; i++) {
-		for (size_t c = 0; c < cols; c++) {
-			const char *v = dp_result_value(r, i, c);
-			if (v == NULL) {
-				*cell++ = -1;
-				continue;
-			}
-			size_t n = dp_result_value_len(r, i, c);
-			if (n) memcpy(buf + off, v, n);
-			off += n;
-			*cell++ = (int64_t)n;
-		}
-	}
-	dp_result_free(r);
+static void dpg_run(const dp_ctx *ctx, const char *text, const int64_t *offs, size_t nparams,
+                    dpg_stmt *s, char *buf, size_t cap, int64_t *lens, size_t lcap) {
+	s->res = NULL;
+	s->err = NULL;
+	s->code = dpg_call(s->conn, ctx, text, offs, nparams, NULL, &s->res, &s->err);
+	dpg_done(s, buf, cap, lens, lcap);
 }
 */
 import "C"
@@ -330,8 +366,9 @@ type cpool struct {
 	mu sync.RWMutex
 	p  *C.dp_pool
 	// Statements running now, on any connection of the pool, and those
-	// so far that waited in the netpoller (beside it: the same cache line,
-	// already touched per statement; a test reads it).
+	// so far that ran in poll mode, waiting in the netpoller if they
+	// waited (beside it: the same cache line, already touched per
+	// statement; a test reads it).
 	running   atomic.Int32
 	netpolled atomic.Int64
 	// events holds the event func for the C callback (0: none); deleted
@@ -436,18 +473,29 @@ func errPoolClosedLocally() *Error {
 	return &Error{Code: CodePoolClosed, Layer: LayerPool, Message: "pool: the pool is closed", Elapsed: -1}
 }
 
-// connHandle is one checked-out core connection (nil when none is held)
-// and its socket.
+// connHandle is one checked-out core connection (st.conn; nil when none is
+// held), the state of its statement between crossings, and a scratch that
+// a small result is copied into by the call that finishes the statement.
+// One goroutine at a time uses it (database/sql's promise for a driver.Conn).
 type connHandle struct {
-	p        *C.dp_conn
-	fd       int
-	socketID uint64
+	st      C.dpg_stmt
+	scratch []byte
+	lens    []int64
 }
 
+// Room for a small result: names and values, and 2 entries per column
+// plus one per value.
+const (
+	scratchBytes = 512
+	scratchLens  = 64
+)
+
+func (h *connHandle) held() bool { return h.st.conn != nil }
+
 func (h *connHandle) release() {
-	if h.p != nil {
-		C.dp_conn_release(h.p)
-		h.p = nil
+	if h.st.conn != nil {
+		C.dp_conn_release(h.st.conn)
+		h.st.conn = nil
 	}
 }
 
@@ -471,61 +519,82 @@ type result struct {
 func (p *cpool) query(ctx context.Context, h *connHandle, text []byte, offs []int64) (r *result, acquireErr bool, err error) {
 	var cc callCtx
 	if err := cc.begin(ctx); err != nil {
-		return nil, h.p == nil, err
+		return nil, !h.held(), err
 	}
 	defer cc.end()
-	if h.p == nil {
-		// The acquire alone holds the pool handle, so that closing the pool
-		// waits for acquires but never for a running statement.
-		p.mu.RLock()
-		if p.p == nil {
-			p.mu.RUnlock()
-			return nil, true, errPoolClosedLocally()
-		}
-		var fd C.int
-		var id C.uint64_t
-		var e *C.dp_error
-		code := C.dpg_acquire(p.p, cc.p, &h.p, &fd, &id, &e)
-		p.mu.RUnlock()
-		if code != C.DP_OK {
-			h.release() // acquired, but its socket could not be read
-			return nil, true, takeError(Code(code), e)
-		}
-		h.fd, h.socketID = int(fd), uint64(id)
+	if h.scratch == nil {
+		h.scratch = make([]byte, scratchBytes)
+		h.lens = make([]int64, scratchLens)
 	}
 	s := statement{h: h, cc: &cc, text: text, offs: offs}
 	// A statement alone in its pool waits in C: its goroutine's thread
 	// blocks, but nobody needs that thread's P meanwhile, and a wait in C
 	// costs less than a park in the netpoller. With company, a blocked
-	// thread would cost a P handoff per statement, so it waits in Go.
+	// thread would cost a P handoff per statement, so it runs in poll
+	// mode and any wait happens in Go's netpoller.
 	alone := p.running.Add(1) == 1
 	defer p.running.Add(-1)
 	if alone {
+		if !h.held() {
+			if err := p.acquire(&cc, h); err != nil {
+				return nil, true, err
+			}
+		}
 		s.inC()
-	} else if pf := pollerFor(p, h.fd, h.socketID); pf != nil && cc.waitOn(pf) {
-		p.netpolled.Add(1)
-		s.inNetpoller(pf)
 	} else {
-		s.inC()
+		// The pool handle is held for the first step only: it acquires,
+		// sends and reads what is there, and does not wait (see
+		// dp_op_poll), so closing the pool never waits for a running
+		// statement's reply.
+		p.mu.RLock()
+		if p.p == nil {
+			p.mu.RUnlock()
+			if !h.held() {
+				return nil, true, errPoolClosedLocally()
+			}
+			s.inC()
+		} else {
+			p.netpolled.Add(1)
+			waiting := s.begin(p.p)
+			p.mu.RUnlock()
+			if h.st.acquire_failed != 0 {
+				return nil, true, takeError(Code(h.st.code), h.st.err)
+			}
+			if waiting {
+				s.wait(p)
+			}
+		}
 	}
-	if s.code != C.DP_OK {
-		return nil, false, takeError(Code(s.code), s.e)
+	if h.st.code != C.DP_OK {
+		return nil, false, takeError(Code(h.st.code), h.st.err)
 	}
-	return copyResult(s.res, &s.shape), false, nil
+	return s.result(), false, nil
 }
 
-// statement is one statement's trip through the C calls.
+// acquire checks a connection out into h (blocking in C).
+func (p *cpool) acquire(cc *callCtx, h *connHandle) error {
+	// The acquire alone holds the pool handle, so that closing the pool
+	// waits for acquires but never for a running statement.
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	if p.p == nil {
+		return errPoolClosedLocally()
+	}
+	var e *C.dp_error
+	if code := C.dp_pool_acquire(p.p, cc.p, &h.st.conn, &e); code != C.DP_OK {
+		h.st.conn = nil
+		return takeError(Code(code), e)
+	}
+	return nil
+}
+
+// statement is one statement's trip through the C calls; its state
+// between them is h.st.
 type statement struct {
-	h     *connHandle
-	cc    *callCtx
-	text  []byte
-	offs  []int64
-	op    *C.dp_op
-	wait  C.dp_wait
-	res   *C.dp_result
-	shape C.dpg_shape
-	code  C.dp_code
-	e     *C.dp_error
+	h    *connHandle
+	cc   *callCtx
+	text []byte
+	offs []int64
 }
 
 func (s *statement) offsPtr() *C.int64_t {
@@ -535,43 +604,77 @@ func (s *statement) offsPtr() *C.int64_t {
 	return (*C.int64_t)(unsafe.Pointer(&s.offs[0]))
 }
 
-// start sends the statement; 1 means it waits (s.wait).
-func (s *statement) start() C.int {
-	return C.dpg_start(s.h.p, s.cc.p, (*C.char)(unsafe.Pointer(&s.text[0])), s.offsPtr(), C.size_t(len(s.offs)),
-		&s.op, &s.wait, &s.res, &s.shape, &s.code, &s.e)
+func (s *statement) textPtr() *C.char { return (*C.char)(unsafe.Pointer(&s.text[0])) }
+
+func (s *statement) scratch() (*C.char, C.size_t, *C.int64_t, C.size_t) {
+	h := s.h
+	return (*C.char)(unsafe.Pointer(&h.scratch[0])), C.size_t(len(h.scratch)),
+		(*C.int64_t)(unsafe.Pointer(&h.lens[0])), C.size_t(len(h.lens))
+}
+
+// begin acquires if need be, sends the statement and takes it as far as
+// it goes without waiting; true when it waits (h.st.wait).
+func (s *statement) begin(pool *C.dp_pool) bool {
+	buf, bufCap, lens, lensCap := s.scratch()
+	return C.dpg_begin(pool, s.cc.p, s.textPtr(), s.offsPtr(), C.size_t(len(s.offs)),
+		&s.h.st, buf, bufCap, lens, lensCap) == 1
+}
+
+func (s *statement) step() bool {
+	buf, bufCap, lens, lensCap := s.scratch()
+	return C.dpg_step(&s.h.st, buf, bufCap, lens, lensCap) == 1
+}
+
+func (s *statement) finish() {
+	buf, bufCap, lens, lensCap := s.scratch()
+	C.dpg_finish(&s.h.st, buf, bufCap, lens, lensCap)
 }
 
 // inC runs the statement with its waits in C, in one crossing.
 func (s *statement) inC() {
-	C.dpg_run(s.h.p, s.cc.p, (*C.char)(unsafe.Pointer(&s.text[0])), s.offsPtr(), C.size_t(len(s.offs)),
-		&s.res, &s.shape, &s.code, &s.e)
+	buf, bufCap, lens, lensCap := s.scratch()
+	C.dpg_run(s.cc.p, s.textPtr(), s.offsPtr(), C.size_t(len(s.offs)), &s.h.st, buf, bufCap, lens, lensCap)
 }
 
-// inNetpoller runs the statement with its waits for its own socket in Go's
-// netpoller. The statement is sent from inside RawRead: RawRead forgets
-// any readiness from before it starts, and a reply can only come after
-// the send.
+// wait takes a statement that waits (h.st.wait) to its end, waiting for
+// its own socket in Go's netpoller. Any other wait (a server-side cancel's
+// connection) is done in C.
+func (s *statement) wait(p *cpool) {
+	st := &s.h.st
+	if st.wait.socket_id == 0 {
+		s.finish()
+		return
+	}
+	pf := pollerFor(p, int(st.wait.fd), uint64(st.wait.socket_id))
+	if pf == nil || !s.cc.waitOn(pf) {
+		s.finish()
+		return
+	}
+	s.inNetpoller(pf)
+}
+
+// inNetpoller goes on with a statement that waits for pf's socket. Each
+// RawRead (or RawWrite) first steps the statement: RawRead forgets any
+// readiness from before it starts, so the callback must look for itself
+// before the goroutine parks.
 func (s *statement) inNetpoller(pf *pollFile) {
-	state := C.int(-1) // not started
-	write := false
+	st := &s.h.st
+	write := st.wait.events&C.POLLOUT != 0
+	waiting := true
 	for {
 		ours := true
 		next := func(uintptr) bool {
-			if state < 0 {
-				state = s.start()
-			} else {
-				state = C.dpg_step(s.op, &s.wait, &s.res, &s.shape, &s.code, &s.e)
-			}
-			if state != 1 {
+			waiting = s.step()
+			if !waiting {
 				return true
 			}
-			if int(s.wait.fd) != pf.fd || uint64(s.wait.socket_id) != pf.id || (s.wait.events&C.POLLOUT != 0) != write {
+			if int(st.wait.fd) != pf.fd || uint64(st.wait.socket_id) != pf.id || (st.wait.events&C.POLLOUT != 0) != write {
 				ours = false // another socket (a server-side cancel) or direction
 				return true
 			}
 			timeout := time.Duration(-1)
-			if s.wait.timeout_us >= 0 {
-				timeout = time.Duration(s.wait.timeout_us) * time.Microsecond
+			if st.wait.timeout_us >= 0 {
+				timeout = time.Duration(st.wait.timeout_us) * time.Microsecond
 			}
 			if pf.setTimeout(timeout) != nil || s.cc.cancelled() {
 				ours = false
@@ -586,23 +689,19 @@ func (s *statement) inNetpoller(pf *pollFile) {
 			err = pf.rc.Read(next)
 		}
 		switch {
-		case state == 0:
-			return
-		case state < 0:
-			// The duplicate is gone (closed by a sweep or the pool's close)
-			// before the statement started: C does it all.
-			s.inC()
+		case !waiting:
 			return
 		case err != nil && !errors.Is(err, os.ErrDeadlineExceeded):
-			// ... or while it waited: C does the rest.
-			C.dpg_finish(s.op, &s.res, &s.shape, &s.code, &s.e)
+			// The duplicate is gone (closed by a sweep or the pool's
+			// close): C does the rest.
+			s.finish()
 			return
-		case state == 1 && !ours:
-			if s.wait.events&C.POLLOUT != 0 != write && int(s.wait.fd) == pf.fd && !s.cc.cancelled() {
+		case !ours:
+			if st.wait.events&C.POLLOUT != 0 != write && int(st.wait.fd) == pf.fd && !s.cc.cancelled() {
 				write = !write
 				continue
 			}
-			C.dpg_finish(s.op, &s.res, &s.shape, &s.code, &s.e)
+			s.finish()
 			return
 		}
 		// The deadline passed or a cancel interrupted: the core looks, in
@@ -610,43 +709,57 @@ func (s *statement) inNetpoller(pf *pollFile) {
 		// so that deadline goes first (a cancel from now on is seen after
 		// the next setTimeout, in next).
 		if s.cc.cancelled() {
-			C.dpg_finish(s.op, &s.res, &s.shape, &s.code, &s.e)
+			s.finish()
 			return
 		}
 		pf.deadline = interruptAt // whichever it was, it is in the past
 		if pf.setTimeout(-1) != nil {
-			C.dpg_finish(s.op, &s.res, &s.shape, &s.code, &s.e)
+			s.finish()
 			return
 		}
 	}
 }
 
-func copyResult(res *C.dp_result, shape *C.dpg_shape) *result {
-	rows, cols := int(shape.rows), int(shape.cols)
+// result builds the Go result of a finished statement: from the scratch,
+// or, for a result too large for it, with one more crossing that copies
+// it into memory of its size.
+func (s *statement) result() *result {
+	st := &s.h.st
+	rows, cols := int(st.shape.rows), int(st.shape.cols)
 	r := &result{
 		rows:     rows,
-		affected: int64(shape.affected),
-		hasID:    shape.has_last_id != 0,
-		lastID:   int64(shape.last_id),
+		affected: int64(st.shape.affected),
+		hasID:    st.shape.has_last_id != 0,
+		lastID:   int64(st.shape.last_id),
 	}
-	lens := make([]int64, cols+rows*cols)
-	types := make([]uint32, cols+1) // +1: never empty, so &types[0] is valid
-	buf := make([]byte, int(shape.bytes)+1)
-	var lensPtr *C.int64_t
-	if len(lens) > 0 {
-		lensPtr = (*C.int64_t)(unsafe.Pointer(&lens[0]))
+	var buf []byte
+	var lens []int64
+	if st.copied != 0 {
+		buf, lens = s.h.scratch, s.h.lens
+	} else {
+		buf = make([]byte, int(st.shape.bytes)+1) // +1: never empty
+		lens = make([]int64, 2*cols+rows*cols+1)
+		C.dpg_copy_free(st.res, st.shape.rows, st.shape.cols, (*C.char)(unsafe.Pointer(&buf[0])), (*C.int64_t)(unsafe.Pointer(&lens[0])))
+		st.res = nil
 	}
-	C.dpg_copy_free(res, shape.rows, shape.cols, (*C.char)(unsafe.Pointer(&buf[0])), lensPtr, (*C.uint32_t)(unsafe.Pointer(&types[0])))
 	r.names = make([]string, cols)
+	r.types = make([]uint32, cols)
 	off := 0
 	for c := 0; c < cols; c++ {
 		n := int(lens[c])
 		r.names[c] = string(buf[off : off+n])
 		off += n
+		r.types[c] = uint32(lens[cols+c])
 	}
-	r.data = buf[off : len(buf)-1]
-	r.cells = lens[cols:]
-	r.types = types[:cols]
+	end := int(st.shape.bytes)
+	if st.copied != 0 {
+		// The scratch is reused by the next statement: copy out.
+		r.data = append([]byte(nil), buf[off:end]...)
+		r.cells = append([]int64(nil), lens[2*cols:2*cols+rows*cols]...)
+	} else {
+		r.data = buf[off:end]
+		r.cells = lens[2*cols : 2*cols+rows*cols]
+	}
 	return r
 }
 

@@ -10,7 +10,6 @@ import (
 	"math"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -609,34 +608,24 @@ func TestTLSVerifyFull(t *testing.T) {
 // for the pool's accounting.
 func TestConcurrentUse(t *testing.T) {
 	db := openPg(t, "max_open=4&acquire_timeout=2s")
-	var wg sync.WaitGroup
-	errs := make(chan error, 16)
-	for g := 0; g < 16; g++ {
-		wg.Add(1)
-		go func(g int) {
-			defer wg.Done()
-			for i := 0; i < 25; i++ {
-				ctx, cancel := context.WithTimeout(context.Background(), time.Duration(1+(g*7+i)%40)*time.Millisecond)
-				if i%5 == 0 {
-					go cancel()
-				}
-				var n int
-				err := db.QueryRowContext(ctx, "SELECT $1::int FROM pg_sleep(0.001)", i).Scan(&n)
-				cancel()
-				if err == nil && n != i {
-					errs <- fmt.Errorf("got %d want %d", n, i)
-					return
-				}
-				if err != nil && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
-					errs <- err
-					return
-				}
+	for _, err := range inParallel(16, func(g int) error {
+		for i := 0; i < 25; i++ {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Duration(1+(g*7+i)%40)*time.Millisecond)
+			if i%5 == 0 {
+				go cancel()
 			}
-		}(g)
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
+			var n int
+			err := db.QueryRowContext(ctx, "SELECT $1::int FROM pg_sleep(0.001)", i).Scan(&n)
+			cancel()
+			if err == nil && n != i {
+				return fmt.Errorf("got %d want %d", n, i)
+			}
+			if err != nil && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
+				return err
+			}
+		}
+		return nil
+	}) {
 		t.Error(err)
 	}
 	st, _ := dialpool.Stats(db)
@@ -646,6 +635,88 @@ func TestConcurrentUse(t *testing.T) {
 	var n int
 	if err := db.QueryRow("SELECT 7").Scan(&n); err != nil || n != 7 {
 		t.Fatalf("the pool works after the storm: %v", err)
+	}
+}
+
+// Results of every size come back whole, from a statement alone in its
+// pool (waits in C) and from statements with company (poll mode): a small
+// one is copied in the call that finishes it, a larger one (more bytes,
+// values or columns than that copy has room for) in a call of its own.
+func TestResultsOfEverySize(t *testing.T) {
+	db := openPg(t, "max_open=4")
+	type shape struct{ rows, width, cols int }
+	shapes := []shape{
+		{0, 1, 1}, {1, 0, 1}, {1, 1, 1}, {3, 5, 2},
+		{1, 600, 1},   // more bytes than the small copy holds
+		{70, 1, 1},    // more values
+		{1, 1, 40},    // more columns
+		{2000, 20, 3}, // all of them
+	}
+	query := func(sh shape) string {
+		cols := make([]string, sh.cols)
+		for c := range cols {
+			// Every 7th row has NULL in the last column.
+			if c == sh.cols-1 && sh.cols > 1 {
+				cols[c] = fmt.Sprintf("CASE WHEN i %% 7 = 0 THEN NULL ELSE lpad(i::text, %d, '%c') END AS c%d", sh.width, 'a'+c, c)
+			} else {
+				cols[c] = fmt.Sprintf("lpad(i::text, %d, '%c') AS c%d", sh.width, 'a'+c, c)
+			}
+		}
+		return fmt.Sprintf("SELECT %s FROM generate_series(1, %d) AS i", strings.Join(cols, ", "), sh.rows)
+	}
+	check := func(sh shape) error {
+		rows, err := db.Query(query(sh))
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		names, err := rows.Columns()
+		if err != nil || len(names) != sh.cols || names[sh.cols-1] != fmt.Sprintf("c%d", sh.cols-1) {
+			return fmt.Errorf("%+v: columns %v, %v", sh, names, err)
+		}
+		vals := make([]sql.NullString, sh.cols)
+		ptrs := make([]any, sh.cols)
+		for c := range vals {
+			ptrs[c] = &vals[c]
+		}
+		n := 0
+		for rows.Next() {
+			n++
+			if err := rows.Scan(ptrs...); err != nil {
+				return err
+			}
+			for c, v := range vals {
+				text := fmt.Sprint(n)
+				if sh.width > len(text) {
+					text = strings.Repeat(string(rune('a'+c)), sh.width-len(text)) + text
+				} else {
+					text = text[:sh.width]
+				}
+				null := c == sh.cols-1 && sh.cols > 1 && n%7 == 0
+				if v.Valid == null || (!null && v.String != text) {
+					return fmt.Errorf("%+v: row %d column %d: %+v, want %q (NULL %v)", sh, n, c, v, text, null)
+				}
+			}
+		}
+		if n != sh.rows {
+			return fmt.Errorf("%+v: %d rows", sh, n)
+		}
+		return rows.Err()
+	}
+	for _, sh := range shapes {
+		if err := check(sh); err != nil {
+			t.Fatalf("alone: %v", err)
+		}
+	}
+	for _, err := range inParallel(4, func(g int) error {
+		for i := 0; i < 3*len(shapes); i++ {
+			if err := check(shapes[(g+i)%len(shapes)]); err != nil {
+				return err
+			}
+		}
+		return nil
+	}) {
+		t.Errorf("with company: %v", err)
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"os"
 	"runtime"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -237,4 +238,26 @@ func activeBackends(t testing.TB, admin *sql.DB, marker string) int {
 		t.Fatalf("pg_stat_activity: %v", err)
 	}
 	return n
+}
+
+// inParallel runs f(0) … f(n-1) in n goroutines and returns their errors.
+func inParallel(n int, f func(g int) error) []error {
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for g := 0; g < n; g++ {
+		wg.Add(1)
+		go func(g int) {
+			defer wg.Done()
+			if err := f(g); err != nil {
+				errs <- err
+			}
+		}(g)
+	}
+	wg.Wait()
+	close(errs)
+	var out []error
+	for err := range errs {
+		out = append(out, err)
+	}
+	return out
 }

@@ -819,15 +819,18 @@ static void test_poll_mode(void) {
     dp_result *r = NULL;
     dp_code code;
 
-    /* a) Driven by the caller's own poll(2), on the connection's socket. */
+    /* a) Driven by the caller's own poll(2), on the connection's socket.
+     * The core reads once right after the send, so a fast reply needs no
+     * wait at all; these statements sleep on the server so that one is
+     * waited for. */
     const char *params[] = {"41"};
     uint64_t first_id = 0;
-    code = dp_conn_query_start(conn, NULL, "SELECT $1::int + 1", 1, params, &op, &err);
+    code = dp_conn_query_start(conn, NULL, "SELECT $1::int + 1 FROM pg_sleep(0.05)", 1, params, &op, &err);
     CHECK(code == DP_OK, "start: %s", msg(err));
     if (code == DP_OK) {
         struct drive d = drive_op(op, 1000);
         CHECK(d.finished, "not finished after %d waits", d.waits);
-        CHECK(d.waits >= 1, "the reply cannot be there before it is waited for");
+        CHECK(d.waits >= 1, "a reply 50 ms away was there before it was waited for");
         CHECK(d.zero_ids == 0, "%d waits with socket_id 0", d.zero_ids);
         CHECK(d.first.events == POLLIN || d.first.events == POLLOUT, "events %d", d.first.events);
         CHECK(d.first.timeout_us < 0, "no deadline, yet timeout_us %lld", (long long)d.first.timeout_us);
@@ -843,7 +846,7 @@ static void test_poll_mode(void) {
         err = NULL;
     }
     /* The same connection, the same socket. */
-    code = dp_conn_query_start(conn, NULL, "SELECT 2", 0, NULL, &op, &err);
+    code = dp_conn_query_start(conn, NULL, "SELECT 2 FROM pg_sleep(0.05)", 0, NULL, &op, &err);
     CHECK(code == DP_OK, "start: %s", msg(err));
     if (code == DP_OK) {
         struct drive d = drive_op(op, 1000);
