@@ -481,6 +481,14 @@ type connHandle struct {
 	st      C.dpg_stmt
 	scratch []byte
 	lens    []int64
+	// Reused by each statement instead of allocated: both would escape
+	// (the netpoller's callback holds the statement).
+	stmt statement
+	cc   callCtx
+	// The last result's column names and types: a statement run again
+	// gets the same strings and type list instead of new ones.
+	names []string
+	types []uint32
 }
 
 // Room for a small result: names and values, and 2 entries per column
@@ -517,7 +525,8 @@ type result struct {
 // acquire. text holds the SQL and the parameters, each NUL-terminated, and
 // offs the parameters' offsets (-1 for NULL).
 func (p *cpool) query(ctx context.Context, h *connHandle, text []byte, offs []int64) (r *result, acquireErr bool, err error) {
-	var cc callCtx
+	cc := &h.cc
+	*cc = callCtx{}
 	if err := cc.begin(ctx); err != nil {
 		return nil, !h.held(), err
 	}
@@ -526,7 +535,9 @@ func (p *cpool) query(ctx context.Context, h *connHandle, text []byte, offs []in
 		h.scratch = make([]byte, scratchBytes)
 		h.lens = make([]int64, scratchLens)
 	}
-	s := statement{h: h, cc: &cc, text: text, offs: offs}
+	s := &h.stmt
+	*s = statement{h: h, cc: cc, text: text, offs: offs}
+	defer func() { *s = statement{} }() // keeps no reference to text
 	// A statement alone in its pool waits in C: its goroutine's thread
 	// blocks, but nobody needs that thread's P meanwhile, and a wait in C
 	// costs less than a park in the netpoller. With company, a blocked
@@ -536,7 +547,7 @@ func (p *cpool) query(ctx context.Context, h *connHandle, text []byte, offs []in
 	defer p.running.Add(-1)
 	if alone {
 		if !h.held() {
-			if err := p.acquire(&cc, h); err != nil {
+			if err := p.acquire(cc, h); err != nil {
 				return nil, true, err
 			}
 		}
@@ -720,6 +731,25 @@ func (s *statement) inNetpoller(pf *pollFile) {
 	}
 }
 
+// sameColumns tells whether the finished statement's columns (names in
+// buf, then lengths and types in lens) are those of the handle's last
+// result.
+func (s *statement) sameColumns(buf []byte, lens []int64, cols int) bool {
+	h := s.h
+	if len(h.names) != cols || len(h.types) != cols {
+		return false
+	}
+	off := 0
+	for c := 0; c < cols; c++ {
+		n := int(lens[c])
+		if h.names[c] != string(buf[off:off+n]) || h.types[c] != uint32(lens[cols+c]) {
+			return false
+		}
+		off += n
+	}
+	return true
+}
+
 // result builds the Go result of a finished statement: from the scratch,
 // or, for a result too large for it, with one more crossing that copies
 // it into memory of its size.
@@ -742,14 +772,24 @@ func (s *statement) result() *result {
 		C.dpg_copy_free(st.res, st.shape.rows, st.shape.cols, (*C.char)(unsafe.Pointer(&buf[0])), (*C.int64_t)(unsafe.Pointer(&lens[0])))
 		st.res = nil
 	}
-	r.names = make([]string, cols)
-	r.types = make([]uint32, cols)
 	off := 0
-	for c := 0; c < cols; c++ {
-		n := int(lens[c])
-		r.names[c] = string(buf[off : off+n])
-		off += n
-		r.types[c] = uint32(lens[cols+c])
+	if s.sameColumns(buf, lens, cols) {
+		r.names = append([]string(nil), s.h.names...) // callers may write to Columns()
+		r.types = s.h.types
+		for c := 0; c < cols; c++ {
+			off += int(lens[c])
+		}
+	} else {
+		r.names = make([]string, cols)
+		r.types = make([]uint32, cols)
+		for c := 0; c < cols; c++ {
+			n := int(lens[c])
+			r.names[c] = string(buf[off : off+n])
+			off += n
+			r.types[c] = uint32(lens[cols+c])
+		}
+		s.h.names = append(s.h.names[:0], r.names...)
+		s.h.types = r.types // never written once made
 	}
 	end := int(st.shape.bytes)
 	if st.copied != 0 {

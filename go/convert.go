@@ -33,6 +33,12 @@ func dialectOf(url string) dialect {
 // into one buffer (what dpg_query takes) and the arguments' offsets into
 // offs (-1 for NULL).
 func encodeStatement(d dialect, query string, args []driver.NamedValue) ([]byte, []int64, error) {
+	return appendStatement(nil, nil, d, query, args)
+}
+
+// appendStatement is encodeStatement into buf[:0] and offs[:0], so that a
+// connection can reuse its buffers.
+func appendStatement(buf []byte, offs []int64, d dialect, query string, args []driver.NamedValue) ([]byte, []int64, error) {
 	if strings.IndexByte(query, 0) >= 0 {
 		return nil, nil, &Error{Code: CodeInvalidArgument, Message: "the SQL text contains a NUL byte", Elapsed: -1}
 	}
@@ -46,13 +52,15 @@ func encodeStatement(d dialect, query string, args []driver.NamedValue) ([]byte,
 			size += 2 + 2*len(v)
 		}
 	}
-	buf := make([]byte, 0, size)
-	buf = append(buf, query...)
+	if cap(buf) < size {
+		buf = make([]byte, 0, size)
+	}
+	buf = append(buf[:0], query...)
 	buf = append(buf, 0)
-	var offs []int64
-	if len(args) > 0 {
+	if cap(offs) < len(args) {
 		offs = make([]int64, len(args))
 	}
+	offs = offs[:len(args)]
 	for i, a := range args {
 		if a.Name != "" {
 			return nil, nil, &Error{Code: CodeInvalidArgument, Message: fmt.Sprintf("named argument %q: dialpool takes positional arguments only ($1 or ?)", a.Name), Elapsed: -1}

@@ -160,6 +160,9 @@ type conn struct {
 	bad      bool // the session may be gone: database/sql must drop this handle
 	closed   bool
 	ownsPool bool
+	// The buffers the last statement was encoded in (appendStatement).
+	text []byte
+	offs []int64
 }
 
 var (
@@ -183,9 +186,14 @@ func (c *conn) run(ctx context.Context, query string, args []driver.NamedValue) 
 	if c.bad {
 		return nil, driver.ErrBadConn
 	}
-	text, offs, err := encodeStatement(c.cn.dialect, query, args)
+	text, offs, err := appendStatement(c.text, c.offs, c.cn.dialect, query, args)
 	if err != nil {
 		return nil, err
+	}
+	// Kept for the next statement unless a large one grew them: the
+	// library copies what it keeps, so they are free once query returns.
+	if cap(text) <= 4096 && cap(offs) <= 256 {
+		c.text, c.offs = text, offs
 	}
 	r, acquireErr, err := c.cn.pool.query(ctx, c.h, text, offs)
 	// c owns the cleanup that would release c.h: keep it alive until the C
@@ -488,6 +496,9 @@ type rows struct {
 	row   int
 	cell  int
 	off   int
+	// Room for the kinds of a few columns, so that a small result's rows
+	// are one allocation.
+	few [8]kind
 }
 
 var (
@@ -496,21 +507,28 @@ var (
 )
 
 func newRows(r *result, d dialect) *rows {
-	k := make([]kind, len(r.names))
-	for i := range k {
+	rs := &rows{r: r, d: d}
+	k := rs.few[:0]
+	if len(r.names) > len(rs.few) {
+		k = make([]kind, 0, len(r.names))
+	}
+	for i := range r.names {
 		var t uint32
 		if r.types != nil {
 			t = r.types[i]
 		}
-		k[i] = kindOf(d, t, r.types != nil)
+		k = append(k, kindOf(d, t, r.types != nil))
 	}
-	return &rows{r: r, kinds: k, d: d}
+	rs.kinds = k
+	return rs
 }
 
 func (r *rows) Columns() []string { return r.r.names }
 
+// Close lets the values go (the result is this rows' own); the columns
+// stay readable.
 func (r *rows) Close() error {
-	r.r = &result{names: r.r.names, types: r.r.types}
+	r.r.data, r.r.cells, r.r.rows = nil, nil, 0
 	return nil
 }
 
