@@ -10,7 +10,8 @@ import (
 )
 
 // A statement waits in the netpoller only when another one runs in the same
-// pool (alone, it waits in C). Here one long statement keeps the others
+// pool or its ctx can be cancelled (otherwise, it waits in C). Here one
+// long statement keeps the others
 // company, so that a result, a deadline and a cancel all take the
 // netpoller path; each must behave as on the C path and leave no statement
 // running on the server. PostgreSQL in plain TCP, MariaDB over TLS (its
