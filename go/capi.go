@@ -202,6 +202,38 @@ static void dpg_run(const dp_ctx *ctx, const char *text, const int64_t *offs, si
 	s->code = dpg_call(s->conn, ctx, text, offs, nparams, NULL, &s->res, &s->err);
 	dpg_done(s, buf, cap, lens, lcap);
 }
+// A dial the goroutine waits for in Go's netpoller (dialFD).
+typedef struct {
+	dp_op *op;
+	dp_wait wait;
+	dp_code code;
+	dp_error *err;
+	int fd;
+} dpg_dial;
+
+static void dpg_dial_end(dpg_dial *d) {
+	d->code = dp_dial_finish(d->op, &d->fd, &d->err);
+	d->op = NULL;
+}
+
+// 1: the dial waits (d->wait); 0: it has ended (d->code, d->fd or d->err).
+static int dpg_dial_step(dpg_dial *d) {
+	if (dp_op_poll(d->op, &d->wait)) return 1;
+	dpg_dial_end(d);
+	return 0;
+}
+
+// Starts the dial and takes it as far as it goes without waiting: the
+// first step sends the SYN, the second looks whether the handshake is
+// done (on loopback and a LAN it usually is by then).
+static int dpg_dial_begin(const char *url, const dp_ctx *ctx, dpg_dial *d) {
+	d->fd = -1;
+	d->err = NULL;
+	d->op = NULL;
+	d->code = dp_dial_start(url, ctx, &d->op, &d->err);
+	if (d->code != DP_OK) return 0;
+	return dpg_dial_step(d) && dpg_dial_step(d);
+}
 */
 import "C"
 
@@ -675,30 +707,38 @@ func (s *statement) wait(p *cpool) {
 	s.inNetpoller(pf)
 }
 
-// inNetpoller goes on with a statement that waits for pf's socket. Each
-// RawRead (or RawWrite) first steps the statement: RawRead forgets any
+// inNetpoller goes on with a statement that waits for pf's socket.
+func (s *statement) inNetpoller(pf *pollFile) {
+	netpollWait(pf, s.cc, &s.h.st.wait, s.step, s.finish)
+}
+
+// netpollWait takes an operation that waits for pf's socket (*wait says
+// how) to its end, parking the goroutine in Go's netpoller: step takes it
+// further (true: it waits again, *wait updated), finish ends it in C,
+// blocking if need be, for anything the netpoller cannot wait for (another
+// socket, such as a server-side cancel's connection; a cancel). Each
+// RawRead (or RawWrite) first steps the operation: RawRead forgets any
 // readiness from before it starts, so the callback must look for itself
 // before the goroutine parks.
-func (s *statement) inNetpoller(pf *pollFile) {
-	st := &s.h.st
-	write := st.wait.events&C.POLLOUT != 0
+func netpollWait(pf *pollFile, cc *callCtx, wait *C.dp_wait, step func() bool, finish func()) {
+	write := wait.events&C.POLLOUT != 0
 	waiting := true
 	for {
 		ours := true
 		next := func(uintptr) bool {
-			waiting = s.step()
+			waiting = step()
 			if !waiting {
 				return true
 			}
-			if int(st.wait.fd) != pf.fd || uint64(st.wait.socket_id) != pf.id || (st.wait.events&C.POLLOUT != 0) != write {
+			if int(wait.fd) != pf.fd || uint64(wait.socket_id) != pf.id || (wait.events&C.POLLOUT != 0) != write {
 				ours = false // another socket (a server-side cancel) or direction
 				return true
 			}
 			timeout := time.Duration(-1)
-			if st.wait.timeout_us >= 0 {
-				timeout = time.Duration(st.wait.timeout_us) * time.Microsecond
+			if wait.timeout_us >= 0 {
+				timeout = time.Duration(wait.timeout_us) * time.Microsecond
 			}
-			if pf.setTimeout(timeout) != nil || s.cc.cancelled() {
+			if pf.setTimeout(timeout) != nil || cc.cancelled() {
 				ours = false
 				return true
 			}
@@ -716,27 +756,27 @@ func (s *statement) inNetpoller(pf *pollFile) {
 		case err != nil && !errors.Is(err, os.ErrDeadlineExceeded):
 			// The duplicate is gone (closed by a sweep or the pool's
 			// close): C does the rest.
-			s.finish()
+			finish()
 			return
 		case !ours:
-			if st.wait.events&C.POLLOUT != 0 != write && int(st.wait.fd) == pf.fd && !s.cc.cancelled() {
+			if wait.events&C.POLLOUT != 0 != write && int(wait.fd) == pf.fd && !cc.cancelled() {
 				write = !write
 				continue
 			}
-			s.finish()
+			finish()
 			return
 		}
 		// The deadline passed or a cancel interrupted: the core looks, in
 		// the next RawRead, which would fail at once on the past deadline;
 		// so that deadline goes first (a cancel from now on is seen after
 		// the next setTimeout, in next).
-		if s.cc.cancelled() {
-			s.finish()
+		if cc.cancelled() {
+			finish()
 			return
 		}
 		pf.deadline = interruptAt // whichever it was, it is in the past
 		if pf.setTimeout(-1) != nil {
-			s.finish()
+			finish()
 			return
 		}
 	}
@@ -816,8 +856,13 @@ func (s *statement) result() *result {
 
 // ---- dialing ----
 
+// Dials so far that waited in the netpoller (a test reads it).
+var dialsNetpolled atomic.Int64
+
 // dialFD dials url with the core's dialer and returns the connected
-// socket's file descriptor, which the caller owns.
+// socket's file descriptor, which the caller owns. The goroutine waits for
+// the handshake in Go's netpoller, not in a blocked cgo call, so many
+// goroutines dialing at once do not each hold an OS thread.
 func dialFD(ctx context.Context, url string) (int, error) {
 	var cc callCtx
 	if err := cc.begin(ctx); err != nil {
@@ -826,12 +871,28 @@ func dialFD(ctx context.Context, url string) (int, error) {
 	defer cc.end()
 	curl := C.CString(url)
 	defer C.free(unsafe.Pointer(curl))
-	var fd C.int = -1
-	var e *C.dp_error
-	if code := C.dp_dial(curl, cc.p, &fd, &e); code != C.DP_OK {
-		return -1, takeError(Code(code), e)
+	var d C.dpg_dial
+	if C.dpg_dial_begin(curl, cc.p, &d) == 1 {
+		end := func() { C.dpg_dial_end(&d) }
+		if d.wait.socket_id != 0 {
+			end() // not the connecting socket: C waits
+		} else if pf := newPollFile(int(d.wait.fd), 0, nil); pf == nil || !cc.waitOn(pf) {
+			end()
+			if pf != nil {
+				_ = pf.f.Close()
+			}
+		} else {
+			dialsNetpolled.Add(1)
+			netpollWait(pf, &cc, &d.wait, func() bool { return C.dpg_dial_step(&d) == 1 }, end)
+			// Stops a cancel from interrupting a closed file, then closes it.
+			cc.end()
+			_ = pf.f.Close()
+		}
 	}
-	return int(fd), nil
+	if d.code != C.DP_OK {
+		return -1, takeError(Code(d.code), d.err)
+	}
+	return int(d.fd), nil
 }
 
 // checkDialURL parses url as dp_dial would, without dialing: a cancelled

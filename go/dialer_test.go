@@ -216,9 +216,15 @@ func TestDialerErrors(t *testing.T) {
 
 	t.Run("black hole", func(t *testing.T) {
 		hole := newBlackHole(t)
+		netpolled := dialpool.DialsNetpolled()
 		start := time.Now()
 		_, err := d.DialContext(context.Background(), "tcp", hole.addr)
 		took := time.Since(start)
+		// The handshake's wait, and connect_timeout with it, ran in the
+		// netpoller, not in a blocked cgo call.
+		if dialpool.DialsNetpolled() == netpolled {
+			t.Fatal("the dial did not wait in the netpoller")
+		}
 		e := mustDpError(t, err)
 		if !errors.Is(err, dialpool.ErrConnectTimeout) || !e.Timeout() || !isTimeout(err) || !errors.Is(err, context.DeadlineExceeded) {
 			t.Fatalf("black hole: %v", err)
@@ -273,11 +279,15 @@ func TestDialerCancelInterruptsADial(t *testing.T) {
 	d := newDialer(t, "connect_timeout=30s")
 	ctx, cancel := context.WithCancel(context.Background())
 	time.AfterFunc(200*time.Millisecond, cancel)
+	netpolled := dialpool.DialsNetpolled()
 	start := time.Now()
 	_, err := d.DialContext(ctx, "tcp", hole.addr)
 	took := time.Since(start)
 	if !errors.Is(err, context.Canceled) || !errors.Is(err, dialpool.ErrCancelled) {
 		t.Fatalf("cancelled dial: %v", err)
+	}
+	if dialpool.DialsNetpolled() == netpolled {
+		t.Fatal("the dial did not wait in the netpoller, so the cancel did not end a netpoller wait")
 	}
 	if isTimeout(err) {
 		t.Fatal("a cancel is no timeout")

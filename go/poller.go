@@ -91,6 +91,16 @@ func pollerFor(pool *cpool, fd int, id uint64) *pollFile {
 		sweepLocked()
 		pollers.sweepAt = 2*len(pollers.byFD) + 16
 	}
+	pf := newPollFile(fd, id, pool)
+	if pf != nil {
+		pollers.byFD[fd] = pf
+	}
+	return pf
+}
+
+// newPollFile makes a duplicate of the core's socket fd registered with
+// the netpoller; nil when it cannot.
+func newPollFile(fd int, id uint64, pool *cpool) *pollFile {
 	dup, _, errno := syscall.Syscall(syscall.SYS_FCNTL, uintptr(fd), syscall.F_DUPFD_CLOEXEC, 0)
 	if errno != 0 {
 		return nil
@@ -103,9 +113,7 @@ func pollerFor(pool *cpool, fd int, id uint64) *pollFile {
 		_ = f.Close()
 		return nil
 	}
-	pf := &pollFile{f: f, rc: rc, fd: fd, id: id, pool: pool}
-	pollers.byFD[fd] = pf
-	return pf
+	return &pollFile{f: f, rc: rc, fd: fd, id: id, pool: pool}
 }
 
 // sweepLocked closes the duplicates of sockets the core has closed.

@@ -98,9 +98,11 @@ typedef struct dp_ctx dp_ctx;
 // message. Owned by the caller; free with `dp_error_free`.
 typedef struct dp_error dp_error;
 
-// A statement started with `dp_conn_query_start`, driven by
-// `dp_op_poll` and ended by `dp_op_finish`. Use it from one thread at a
-// time; successive calls may come from different threads.
+// An operation the caller waits for itself: a statement started with
+// `dp_conn_query_start` (ended by `dp_op_finish`) or a dial started with
+// `dp_dial_start` (ended by `dp_dial_finish`), driven by `dp_op_poll`.
+// Use it from one thread at a time; successive calls may come from
+// different threads.
 typedef struct dp_op dp_op;
 
 // A connection pool. Thread-safe: any thread may use it at any time.
@@ -395,7 +397,8 @@ int dp_op_poll(struct dp_op *op, struct dp_wait *wait);
 // Ends the statement, waiting for it (blocking) when `dp_op_poll` has not
 // seen it finish, and frees `op` in every case. On success `*result`
 // (when `result` is not NULL) is owned by the caller (`dp_result_free`).
-// NULL `op` is INVALID_ARGUMENT.
+// NULL `op` is INVALID_ARGUMENT; so is a dial's op (its socket is closed:
+// end a dial with `dp_dial_finish`).
 enum dp_code dp_op_finish(struct dp_op *op, struct dp_result **result, struct dp_error **err);
 
 // Rows in the result (0 for NULL).
@@ -434,6 +437,23 @@ void dp_result_free(struct dp_result *result);
 // with close(2)). Any scheme works; only the dial options apply. Blocks;
 // a ctx cancel stops it at once. Thread-safe.
 enum dp_code dp_dial(const char *url, const struct dp_ctx *ctx, int *fd, struct dp_error **err);
+
+// As `dp_dial`, for a caller that waits in its own event loop: starts the
+// dial and returns at once; drive `*op` with `dp_op_poll` (its waits are
+// for the connecting socket, `socket_id` 0) and end it with
+// `dp_dial_finish`. A bad URL fails here, before any socket is made.
+enum dp_code dp_dial_start(const char *url,
+                           const struct dp_ctx *ctx,
+                           struct dp_op **op,
+                           struct dp_error **err);
+
+// Ends a dial started with `dp_dial_start`, waiting for it (blocking) when
+// `dp_op_poll` has not seen it finish, and frees `op` in every case. On
+// success `*fd` is the connected socket, as `dp_dial` gives it. NULL `op`
+// or `fd` is INVALID_ARGUMENT (a NULL `fd` still ends and frees the op,
+// closing its socket); so is a statement's op (end it with
+// `dp_op_finish`; its result is dropped).
+enum dp_code dp_dial_finish(struct dp_op *op, int *fd, struct dp_error **err);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -1062,17 +1062,23 @@ pub extern "C" fn dp_conn_execute(
 
 // ---- statements the caller waits for itself ----
 
-/// A statement started with `dp_conn_query_start`, driven by
-/// `dp_op_poll` and ended by `dp_op_finish`. Use it from one thread at a
-/// time; successive calls may come from different threads.
+/// An operation the caller waits for itself: a statement started with
+/// `dp_conn_query_start` (ended by `dp_op_finish`) or a dial started with
+/// `dp_dial_start` (ended by `dp_dial_finish`), driven by `dp_op_poll`.
+/// Use it from one thread at a time; successive calls may come from
+/// different threads.
 pub struct dp_op {
     fut: Option<OpFuture>,
-    done: Option<Result<dialpool::QueryResult, Error>>,
+    done: Option<Result<OpOut, Error>>,
 }
 
-type OpFuture = std::pin::Pin<
-    Box<dyn std::future::Future<Output = Result<dialpool::QueryResult, Error>> + Send>,
->;
+/// What an operation gives: a statement's rows or a dial's socket.
+enum OpOut {
+    Rows(dialpool::QueryResult),
+    Socket(std::net::TcpStream),
+}
+
+type OpFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Result<OpOut, Error>> + Send>>;
 
 /// What a statement waits for before `dp_op_poll` can take it further:
 /// `fd` becoming readable (`events` has POLLIN) or writable (POLLOUT), or
@@ -1127,17 +1133,22 @@ pub extern "C" fn dp_conn_query_start(
         let conn: &'static mut dialpool::Connection = unsafe { &mut *(&mut c.conn as *mut _) };
         let fut: OpFuture = Box::pin(async move {
             let params: Vec<Option<&str>> = params.iter().map(Option::as_deref).collect();
-            conn.query_ctx(&sql, &params, &ctx).await
+            conn.query_ctx(&sql, &params, &ctx).await.map(OpOut::Rows)
         });
-        write_out(
-            op,
-            Box::new(dp_op {
-                fut: Some(fut),
-                done: None,
-            }),
-        );
+        write_op(op, fut);
         Ok(())
     })
+}
+
+/// Hands a started operation to the caller.
+fn write_op(op: *mut *mut dp_op, fut: OpFuture) {
+    write_out(
+        op,
+        Box::new(dp_op {
+            fut: Some(fut),
+            done: None,
+        }),
+    );
 }
 
 /// The connection's socket: `*fd` its descriptor (owned by the library:
@@ -1219,7 +1230,7 @@ pub extern "C" fn dp_op_poll(op: *mut dp_op, wait: *mut dp_wait) -> c_int {
     0
 }
 
-fn finish_op(o: &mut dp_op, outcome: Result<dialpool::QueryResult, Error>) {
+fn finish_op(o: &mut dp_op, outcome: Result<OpOut, Error>) {
     let fut = o.fut.take();
     // A future that panicked may panic again while dropped.
     let _ = catch_unwind(AssertUnwindSafe(move || drop(fut)));
@@ -1229,7 +1240,8 @@ fn finish_op(o: &mut dp_op, outcome: Result<dialpool::QueryResult, Error>) {
 /// Ends the statement, waiting for it (blocking) when `dp_op_poll` has not
 /// seen it finish, and frees `op` in every case. On success `*result`
 /// (when `result` is not NULL) is owned by the caller (`dp_result_free`).
-/// NULL `op` is INVALID_ARGUMENT.
+/// NULL `op` is INVALID_ARGUMENT; so is a dial's op (its socket is closed:
+/// end a dial with `dp_dial_finish`).
 #[no_mangle]
 pub extern "C" fn dp_op_finish(
     op: *mut dp_op,
@@ -1239,27 +1251,38 @@ pub extern "C" fn dp_op_finish(
     if op.is_null() {
         return invalid(err, "op is NULL");
     }
-    // SAFETY: made by dp_conn_query_start, finished once.
-    let mut o = unsafe { Box::from_raw(op) };
+    // SAFETY: made by dp_conn_query_start or dp_dial_start, finished once.
+    let o = unsafe { Box::from_raw(op) };
     guard(err, move || {
-        if o.done.is_none() {
-            let outcome = match o.fut.as_mut() {
-                Some(fut) => dialpool::runtime::block_on(fut.as_mut()).and_then(|r| r),
-                None => Err(Error::internal(
-                    "the statement has neither a future nor an outcome",
-                )),
-            };
-            finish_op(&mut o, outcome);
+        match run_op(o)? {
+        OpOut::Rows(r) => {
+            if !result.is_null() {
+                write_out(result, make_result(r));
+            }
+            Ok(())
         }
-        let r = o
-            .done
-            .take()
-            .unwrap_or_else(|| Err(Error::internal("the statement has no outcome")))?;
-        if !result.is_null() {
-            write_out(result, make_result(r));
-        }
-        Ok(())
+        OpOut::Socket(_) => Err(Error::invalid_argument(
+            "this operation is a dial (dp_dial_start): end it with dp_dial_finish; its socket was closed",
+        )),
+    }
     })
+}
+
+/// An operation's outcome, running it to its end (blocking) when
+/// `dp_op_poll` has not seen it finish.
+fn run_op(mut o: Box<dp_op>) -> Result<OpOut, Error> {
+    if o.done.is_none() {
+        let outcome = match o.fut.as_mut() {
+            Some(fut) => dialpool::runtime::block_on(fut.as_mut()).and_then(|r| r),
+            None => Err(Error::internal(
+                "the operation has neither a future nor an outcome",
+            )),
+        };
+        finish_op(&mut o, outcome);
+    }
+    o.done
+        .take()
+        .unwrap_or_else(|| Err(Error::internal("the operation has no outcome")))
 }
 
 // ---- results ----
@@ -1370,18 +1393,79 @@ pub extern "C" fn dp_dial(
         return invalid(err, "fd (the out-pointer) is NULL");
     }
     guard(err, || {
-        use std::os::fd::IntoRawFd;
-        let config = Config::parse(text(url, "url")?)?;
-        let dialer = dialpool::Dialer::new(&config.dial)?;
-        let ctx = ctx_of(ctx);
-        let connected = dialpool::runtime::block_on(async {
-            dialpool::deadline::run_until(
-                None,
-                ctx.cancel.as_ref(),
-                dialer.connect(&config.hosts, ctx.deadline),
-            )
-            .await
-        })?;
+        let dial = dial_future(text(url, "url")?, ctx_of(ctx))?;
+        let socket = dialpool::runtime::block_on(dial)??;
+        hand_over(socket, fd)
+    })
+}
+
+/// As `dp_dial`, for a caller that waits in its own event loop: starts the
+/// dial and returns at once; drive `*op` with `dp_op_poll` (its waits are
+/// for the connecting socket, `socket_id` 0) and end it with
+/// `dp_dial_finish`. A bad URL fails here, before any socket is made.
+#[no_mangle]
+pub extern "C" fn dp_dial_start(
+    url: *const c_char,
+    ctx: *const dp_ctx,
+    op: *mut *mut dp_op,
+    err: *mut *mut dp_error,
+) -> dp_code {
+    if op.is_null() {
+        return invalid(err, "op (the out-pointer) is NULL");
+    }
+    guard(err, || {
+        let dial = dial_future(text(url, "url")?, ctx_of(ctx))?;
+        write_op(op, Box::pin(async move { dial.await.map(OpOut::Socket) }));
+        Ok(())
+    })
+}
+
+/// Ends a dial started with `dp_dial_start`, waiting for it (blocking) when
+/// `dp_op_poll` has not seen it finish, and frees `op` in every case. On
+/// success `*fd` is the connected socket, as `dp_dial` gives it. NULL `op`
+/// or `fd` is INVALID_ARGUMENT (a NULL `fd` still ends and frees the op,
+/// closing its socket); so is a statement's op (end it with
+/// `dp_op_finish`; its result is dropped).
+#[no_mangle]
+pub extern "C" fn dp_dial_finish(
+    op: *mut dp_op,
+    fd: *mut c_int,
+    err: *mut *mut dp_error,
+) -> dp_code {
+    if op.is_null() {
+        return invalid(err, "op is NULL");
+    }
+    // SAFETY: made by dp_conn_query_start or dp_dial_start, finished once.
+    let o = unsafe { Box::from_raw(op) };
+    guard(err, move || {
+        let out = run_op(o)?;
+        if fd.is_null() {
+            return Err(Error::invalid_argument("fd (the out-pointer) is NULL"));
+        }
+        match out {
+            OpOut::Socket(socket) => hand_over(socket, fd),
+            OpOut::Rows(_) => Err(Error::invalid_argument(
+                "this operation is a statement (dp_conn_query_start): end it with dp_op_finish",
+            )),
+        }
+    })
+}
+
+/// The dial of `url` under `ctx`: its options are read here, so a bad URL
+/// fails before anything starts.
+fn dial_future(
+    url: &str,
+    ctx: dialpool::Ctx,
+) -> Result<impl std::future::Future<Output = Result<std::net::TcpStream, Error>> + Send, Error> {
+    let config = Config::parse(url)?;
+    let dialer = dialpool::Dialer::new(&config.dial)?;
+    Ok(async move {
+        let connected = dialpool::deadline::run_until(
+            None,
+            ctx.cancel.as_ref(),
+            dialer.connect(&config.hosts, ctx.deadline),
+        )
+        .await;
         let connected = match connected {
             Ok(r) => r?,
             Err(_) => {
@@ -1389,16 +1473,22 @@ pub extern "C" fn dp_dial(
                     .with_layer(Layer::Dial))
             }
         };
-        let std = connected
+        connected
             .stream
             .into_std()
-            .map_err(|e| Error::internal(format!("handing the socket over: {e}")))?;
-        std.set_nonblocking(false)
-            .map_err(|e| Error::internal(format!("setting the socket to blocking mode: {e}")))?;
-        // SAFETY: a writable int (checked non-NULL).
-        unsafe { *fd = std.into_raw_fd() };
-        Ok(())
+            .map_err(|e| Error::internal(format!("handing the socket over: {e}")))
     })
+}
+
+/// Gives a connected socket to the caller in blocking mode.
+fn hand_over(socket: std::net::TcpStream, fd: *mut c_int) -> Result<(), Error> {
+    use std::os::fd::IntoRawFd;
+    socket
+        .set_nonblocking(false)
+        .map_err(|e| Error::internal(format!("setting the socket to blocking mode: {e}")))?;
+    // SAFETY: a writable int (checked non-NULL by the callers).
+    unsafe { *fd = socket.into_raw_fd() };
+    Ok(())
 }
 
 #[cfg(test)]

@@ -966,6 +966,114 @@ static void test_poll_mode(void) {
     dp_pool_close(pool);
 }
 
+/* A dial driven by the caller's own poll(2): dp_dial_start, dp_op_poll,
+ * dp_dial_finish; a black hole's connect_timeout and a refusal come back as
+ * dp_dial gives them, and each op ends only with its own finish call. */
+static void test_dial_poll_mode(void) {
+    const char *base = getenv("DIALPOOL_TEST_PG_URL");
+    const char *at = strrchr(base, '@');
+    char hostport[128] = {0};
+    if (at) sscanf(at + 1, "%127[^/]", hostport);
+    char url[256];
+    snprintf(url, sizeof url, "tcp://%s?connect_timeout=5s", hostport);
+    dp_error *err = NULL;
+    dp_op *op = NULL;
+    int fd = -1;
+
+    dp_code code = dp_dial_start(url, NULL, &op, &err);
+    CHECK(code == DP_OK, "dial start: %s", msg(err));
+    if (code == DP_OK) {
+        struct drive d = drive_op(op, 1000);
+        CHECK(d.finished, "dial not finished after %d waits", d.waits);
+        CHECK(d.waits == 0 || (d.first.events == POLLOUT && d.first.socket_id == 0),
+              "a dial waits for its connecting socket to be writable: events %d socket_id %llu",
+              d.first.events, (unsigned long long)d.first.socket_id);
+        code = dp_dial_finish(op, &fd, &err);
+        CHECK(code == DP_OK && fd >= 0, "dial finish: %s", msg(err));
+        if (fd >= 0) {
+            struct sockaddr_in peer;
+            socklen_t len = sizeof peer;
+            CHECK(getpeername(fd, (struct sockaddr *)&peer, &len) == 0, "connected: %s", strerror(errno));
+            CHECK((fcntl(fd, F_GETFL) & O_NONBLOCK) == 0, "handed over in blocking mode, as dp_dial does");
+            close(fd);
+            fd = -1;
+        }
+    }
+    dp_error_free(err);
+    err = NULL;
+
+    /* Refused: the error comes from the finish. */
+    CHECK(dp_dial_start("tcp://127.0.0.1:1", NULL, &op, &err) == DP_OK, "start: %s", msg(err));
+    drive_op(op, 1000);
+    code = dp_dial_finish(op, &fd, &err);
+    CHECK(code == DP_CONNECTION_REFUSED && fd == -1, "refused: %s", dp_code_name(code));
+    CHECK(dp_error_layer(err) == DP_LAYER_DIAL, "layer");
+    dp_error_free(err);
+    err = NULL;
+
+    /* A black hole: the wait carries connect_timeout, and the finish names it. */
+    struct black_hole hole;
+    if (black_hole_open(&hole) == 0) {
+        snprintf(url, sizeof url, "tcp://127.0.0.1:%d?connect_timeout=300ms", hole.port);
+        CHECK(dp_dial_start(url, NULL, &op, &err) == DP_OK, "start: %s", msg(err));
+        double start = now_s();
+        struct drive d = drive_op(op, 1000);
+        CHECK(d.waits >= 1 && d.first.timeout_us > 0 && d.first.timeout_us <= 300000,
+              "waits %d, first timeout %lld us", d.waits, (long long)d.first.timeout_us);
+        code = dp_dial_finish(op, &fd, &err);
+        double took = now_s() - start;
+        CHECK(code == DP_CONNECT_TIMEOUT && took > 0.25 && took < 2.0, "black hole: %s after %.2fs", dp_code_name(code), took);
+        CHECK(dp_error_limit(err) && strcmp(dp_error_limit(err), "connect_timeout") == 0, "limit");
+        dp_error_free(err);
+        err = NULL;
+        black_hole_close(&hole);
+    } else {
+        CHECK(0, "could not make a SYN black hole");
+    }
+
+    /* The wrong finish ends the op all the same and says which one to use. */
+    snprintf(url, sizeof url, "tcp://%s", hostport);
+    CHECK(dp_dial_start(url, NULL, &op, &err) == DP_OK, "start: %s", msg(err));
+    code = dp_op_finish(op, NULL, &err);
+    CHECK(code == DP_INVALID_ARGUMENT && strstr(dp_error_message(err), "dp_dial_finish"), "%s", msg(err));
+    dp_error_free(err);
+    err = NULL;
+    CHECK(dp_dial_start(url, NULL, &op, &err) == DP_OK, "start: %s", msg(err));
+    CHECK(dp_dial_finish(op, NULL, &err) == DP_INVALID_ARGUMENT, "NULL fd");
+    dp_error_free(err);
+    err = NULL;
+    dp_pool *pool = NULL;
+    if (dp_pool_open(pg_url("sslmode=disable"), &pool, &err) == DP_OK) {
+        dp_conn *conn = NULL;
+        if (dp_pool_acquire(pool, NULL, &conn, &err) == DP_OK) {
+            CHECK(dp_conn_query_start(conn, NULL, "SELECT 1", 0, NULL, &op, &err) == DP_OK, "start: %s", msg(err));
+            code = dp_dial_finish(op, &fd, &err);
+            CHECK(code == DP_INVALID_ARGUMENT && strstr(dp_error_message(err), "dp_op_finish"), "%s", msg(err));
+            dp_conn_release(conn);
+        }
+        dp_error_free(err);
+        err = NULL;
+        dp_pool_close(pool);
+    } else {
+        CHECK(0, "open: %s", msg(err));
+        dp_error_free(err);
+        err = NULL;
+    }
+
+    CHECK(dp_dial_start(NULL, NULL, &op, &err) == DP_INVALID_ARGUMENT, "NULL url");
+    dp_error_free(err);
+    err = NULL;
+    CHECK(dp_dial_start("tcp://127.0.0.1:1", NULL, NULL, &err) == DP_INVALID_ARGUMENT, "NULL op out-pointer");
+    dp_error_free(err);
+    err = NULL;
+    CHECK(dp_dial_start("tcp://127.0.0.1:1?connect_timeout=banana", NULL, &op, &err) == DP_INVALID_ARGUMENT,
+          "a bad option fails at the start");
+    dp_error_free(err);
+    err = NULL;
+    CHECK(dp_dial_finish(NULL, &fd, &err) == DP_INVALID_ARGUMENT, "NULL op");
+    dp_error_free(err);
+}
+
 int main(void) {
     if (getenv("DIALPOOL_TEST_PG_URL") == NULL) {
         fprintf(stderr, "DIALPOOL_TEST_PG_URL is not set (run under dialpool-testkit run)\n");
@@ -985,6 +1093,7 @@ int main(void) {
     test_newer_accessors();
     test_metrics_and_events();
     test_poll_mode();
+    test_dial_poll_mode();
     printf("c-ffi: %d passed, %d failed\n", passed, failed);
     return failed ? 1 : 0;
 }
