@@ -193,6 +193,46 @@ fn a_dial_on_the_calling_thread_connects_refuses_and_times_out() {
     assert!(took < Duration::from_secs(3), "late: {took:?}");
 }
 
+/// `connect_std` hands the socket over as a std stream, from a blocking
+/// caller's thread and from a runtime worker alike, connected to the
+/// listener and non-blocking (as the dialer made it); its errors are
+/// `connect`'s.
+#[test]
+fn connect_std_hands_over_a_connected_socket_from_either_kind_of_caller() {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let config = dialpool::Config::parse(&format!("tcp://{addr}")).expect("url");
+    let dialer = dialpool::Dialer::new(&config.dial).expect("dialer");
+
+    let check = |(mut socket, peer): (std::net::TcpStream, std::net::SocketAddr)| {
+        assert_eq!(peer, addr);
+        assert_eq!(socket.peer_addr().expect("peer"), addr);
+        let (mut server, _) = listener.accept().expect("accept");
+        socket.set_nonblocking(false).expect("blocking");
+        socket.write_all(b"ping").expect("write");
+        let mut got = [0u8; 4];
+        server.read_exact(&mut got).expect("read");
+        assert_eq!(&got, b"ping");
+    };
+    let hosts = config.hosts.clone();
+    let blocking = runtime::block_on(dialer.connect_std(&hosts, None)).expect("runtime");
+    check(blocking.expect("connects from a blocking caller"));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let on_worker = rt.block_on(async { dialer.connect_std(&hosts, None).await });
+    check(on_worker.expect("connects from a runtime"));
+
+    let refused = dialpool_testkit::fault::refused_addr();
+    let config = dialpool::Config::parse(&format!("tcp://{refused}")).expect("url");
+    let e = runtime::block_on(dialer.connect_std(&config.hosts, None))
+        .expect("runtime")
+        .expect_err("nobody listens");
+    assert_eq!(e.code(), dialpool::Code::ConnectionRefused, "{e}");
+}
+
 /// Waits with poll(2) for `fd` to have `events`, at most `limit`; whether
 /// it did.
 fn poll_fd(fd: std::os::fd::RawFd, events: i16, limit: Duration) -> bool {

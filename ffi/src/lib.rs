@@ -1463,20 +1463,16 @@ fn dial_future(
         let connected = dialpool::deadline::run_until(
             None,
             ctx.cancel.as_ref(),
-            dialer.connect(&config.hosts, ctx.deadline),
+            dialer.connect_std(&config.hosts, ctx.deadline),
         )
         .await;
-        let connected = match connected {
-            Ok(r) => r?,
+        match connected {
+            Ok(r) => r.map(|(socket, _)| socket),
             Err(_) => {
-                return Err(Error::new(Code::Cancelled, "dial cancelled by the caller")
+                Err(Error::new(Code::Cancelled, "dial cancelled by the caller")
                     .with_layer(Layer::Dial))
             }
-        };
-        connected
-            .stream
-            .into_std()
-            .map_err(|e| Error::internal(format!("handing the socket over: {e}")))
+        }
     })
 }
 

@@ -38,6 +38,34 @@ pub struct PhaseTimings {
     pub tls: Option<Duration>,
 }
 
+/// A connected socket as the attempt left it: still std on a blocking
+/// caller's thread, already in the reactor for async callers.
+#[derive(Debug)]
+enum Dialed {
+    Std(std::net::TcpStream),
+    Tokio(TcpStream),
+}
+
+impl Dialed {
+    fn into_tokio(self) -> Result<TcpStream> {
+        match self {
+            Dialed::Std(s) => TcpStream::from_std(s).map_err(|e| {
+                Error::internal(format!("registering the socket with the runtime: {e}"))
+            }),
+            Dialed::Tokio(t) => Ok(t),
+        }
+    }
+
+    fn into_std(self) -> Result<std::net::TcpStream> {
+        match self {
+            Dialed::Std(s) => Ok(s),
+            Dialed::Tokio(t) => t
+                .into_std()
+                .map_err(|e| Error::internal(format!("taking the socket out of the runtime: {e}"))),
+        }
+    }
+}
+
 /// An established TCP connection and how it was reached.
 #[derive(Debug)]
 pub struct Connected {
@@ -79,6 +107,35 @@ impl Dialer {
     /// connection made. When all fail, the error of the last host is returned
     /// and names the others' failures.
     pub async fn connect(&self, hosts: &[HostPort], caller: Option<Deadline>) -> Result<Connected> {
+        let (dialed, peer, host, timings) = self.connect_any(hosts, caller).await?;
+        Ok(Connected {
+            stream: dialed.into_tokio()?,
+            peer,
+            host,
+            timings,
+        })
+    }
+
+    /// As [`Dialer::connect`], handing the socket over as a std stream: on
+    /// a blocking caller's thread it never joins the runtime's reactor,
+    /// whose registration and release (two epoll_ctl, and a wake of the
+    /// reactor's thread to free the entry) cost more than the rest of a
+    /// loopback dial. For callers that give the socket away (the C ABI's
+    /// dial).
+    pub async fn connect_std(
+        &self,
+        hosts: &[HostPort],
+        caller: Option<Deadline>,
+    ) -> Result<(std::net::TcpStream, SocketAddr)> {
+        let (dialed, peer, _, _) = self.connect_any(hosts, caller).await?;
+        Ok((dialed.into_std()?, peer))
+    }
+
+    async fn connect_any(
+        &self,
+        hosts: &[HostPort],
+        caller: Option<Deadline>,
+    ) -> Result<(Dialed, SocketAddr, HostPort, PhaseTimings)> {
         let mut earlier: Vec<String> = Vec::new();
         let mut last: Option<Error> = None;
         for host in hosts {
@@ -87,7 +144,7 @@ impl Dialer {
                     break;
                 }
             }
-            match self.connect_host(host, caller).await {
+            match self.connect_host_any(host, caller).await {
                 Ok(c) => return Ok(c),
                 Err(e) => {
                     if let Some(prev) = last.take() {
@@ -114,18 +171,27 @@ impl Dialer {
         host: &HostPort,
         caller: Option<Deadline>,
     ) -> Result<Connected> {
+        let (dialed, peer, host, timings) = self.connect_host_any(host, caller).await?;
+        Ok(Connected {
+            stream: dialed.into_tokio()?,
+            peer,
+            host,
+            timings,
+        })
+    }
+
+    async fn connect_host_any(
+        &self,
+        host: &HostPort,
+        caller: Option<Deadline>,
+    ) -> Result<(Dialed, SocketAddr, HostPort, PhaseTimings)> {
         let mut timings = PhaseTimings::default();
         let addrs = self.resolve(host, caller, &mut timings).await?;
         let start = Instant::now();
         let result = self.connect_addrs(host, addrs, caller).await;
         timings.connect = Some(start.elapsed());
         match result {
-            Ok((stream, peer)) => Ok(Connected {
-                stream,
-                peer,
-                host: host.clone(),
-                timings,
-            }),
+            Ok((stream, peer)) => Ok((stream, peer, host.clone(), timings)),
             Err(e) => Err(e.with_phases(timings)),
         }
     }
@@ -201,7 +267,7 @@ impl Dialer {
         host: &HostPort,
         addrs: Vec<SocketAddr>,
         caller: Option<Deadline>,
-    ) -> Result<(TcpStream, SocketAddr)> {
+    ) -> Result<(Dialed, SocketAddr)> {
         let addrs = resolve::interleave(addrs);
         if let [addr] = addrs[..] {
             // The common case (an IP literal or a single record) needs no task.
@@ -210,8 +276,8 @@ impl Dialer {
                 .map(|s| (s, addr))
                 .map_err(|e| with_host(e, host));
         }
-        let mut set: JoinSet<(usize, Result<TcpStream>)> = JoinSet::new();
-        let spawn = |set: &mut JoinSet<(usize, Result<TcpStream>)>, i: usize| {
+        let mut set: JoinSet<(usize, Result<Dialed>)> = JoinSet::new();
+        let spawn = |set: &mut JoinSet<(usize, Result<Dialed>)>, i: usize| {
             let addr = addrs[i];
             let opts = self.opts.clone();
             set.spawn(async move { (i, attempt(addr, &opts, caller).await) });
@@ -386,7 +452,7 @@ pub fn syn_retries<S: std::os::fd::AsFd>(socket: &S) -> std::io::Result<u32> {
 /// A non-blocking connect whose completion the blocking caller's thread
 /// waits for itself (see [`crate::runtime::inline`]), rather than a
 /// runtime worker's epoll waking it.
-async fn connect_on_caller(socket: Socket, addr: SocketAddr) -> std::io::Result<TcpStream> {
+async fn connect_on_caller(socket: Socket, addr: SocketAddr) -> std::io::Result<Dialed> {
     match socket.connect(&addr.into()) {
         Ok(()) => {}
         Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {
@@ -407,7 +473,7 @@ async fn connect_on_caller(socket: Socket, addr: SocketAddr) -> std::io::Result<
         }
         Err(e) => return Err(e),
     }
-    TcpStream::from_std(socket.into())
+    Ok(Dialed::Std(socket.into()))
 }
 
 /// Whether a connect in progress has finished (either way), without
@@ -425,11 +491,7 @@ fn connect_done(fd: std::os::fd::RawFd) -> bool {
 
 /// One connect attempt to one address under `connect_timeout` and the
 /// caller's deadline.
-async fn attempt(
-    addr: SocketAddr,
-    opts: &DialOptions,
-    caller: Option<Deadline>,
-) -> Result<TcpStream> {
+async fn attempt(addr: SocketAddr, opts: &DialOptions, caller: Option<Deadline>) -> Result<Dialed> {
     let start = Instant::now();
     let peer = addr.to_string();
     let limit = Deadline::earliest(
@@ -453,6 +515,7 @@ async fn attempt(
             TcpSocket::from_std_stream(socket.into())
                 .connect(addr)
                 .await
+                .map(Dialed::Tokio)
         }
     };
     match deadline::run(limit, connect).await {
