@@ -1140,3 +1140,69 @@ fn sslmode_against_a_server_without_tls() {
         conn.close().await;
     });
 }
+
+/// A statement run again gets the last result set's parsed columns when the
+/// server sends the same definitions, and new ones as soon as they differ
+/// (another statement, or the same one after ALTER TABLE), over the text
+/// and the binary protocol alike.
+#[test]
+fn repeated_column_definitions_are_parsed_once() {
+    rt().block_on(async {
+        let mut conn = connect("sslmode=disable").await;
+        let t = format!("dp_cols_{}", std::process::id());
+        conn.query(
+            &format!("CREATE TEMPORARY TABLE {t} (a INT, b VARCHAR(10))"),
+            &[],
+            None,
+            None,
+        )
+        .await
+        .expect("create");
+        conn.query(
+            &format!("INSERT INTO {t} VALUES (1, 'x'), (2, NULL)"),
+            &[],
+            None,
+            None,
+        )
+        .await
+        .expect("insert");
+        for params in [&[][..], &[Some("0")][..]] {
+            let sql = if params.is_empty() {
+                format!("SELECT a, b FROM {t} ORDER BY a")
+            } else {
+                format!("SELECT a, b FROM {t} WHERE a > ? ORDER BY a")
+            };
+            let first = conn.query(&sql, params, None, None).await.expect("first");
+            let again = conn.query(&sql, params, None, None).await.expect("again");
+            assert!(
+                std::sync::Arc::ptr_eq(&first.shared_columns(), &again.shared_columns()),
+                "the same definitions are parsed once ({} parameters)",
+                params.len()
+            );
+            assert_eq!(again.get(1, 0), Some("2"));
+            assert!(again.is_null(1, 1));
+
+            let other = conn
+                .query(&format!("SELECT b, a FROM {t} ORDER BY a"), &[], None, None)
+                .await
+                .expect("other");
+            let names: Vec<&str> = other.columns().iter().map(|c| c.name.as_str()).collect();
+            assert_eq!(names, ["b", "a"]);
+            assert_eq!(other.get(0, 0), Some("x"));
+        }
+
+        let sql = format!("SELECT a, b FROM {t} ORDER BY a");
+        let before = conn.query(&sql, &[], None, None).await.expect("before");
+        assert_eq!(before.columns()[1].type_id, 253, "VARCHAR");
+        conn.query(&format!("ALTER TABLE {t} MODIFY b TEXT"), &[], None, None)
+            .await
+            .expect("alter");
+        let after = conn.query(&sql, &[], None, None).await.expect("after");
+        assert_eq!(after.columns()[1].type_id, 252, "TEXT (a BLOB type) after ALTER TABLE");
+        assert_eq!(after.get(0, 1), Some("x"));
+        assert!(!std::sync::Arc::ptr_eq(
+            &before.shared_columns(),
+            &after.shared_columns()
+        ));
+    });
+}

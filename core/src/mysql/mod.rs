@@ -273,6 +273,8 @@ impl MysqlConnector {
             timings: PhaseTimings::default(),
             user,
             scratch: String::new(),
+            columns_raw: Vec::new(),
+            last_columns: None,
         })
     }
 
@@ -352,6 +354,45 @@ pub struct MysqlConnection {
     user: String,
     /// Reused while rendering binary values.
     scratch: String,
+    /// The column definition packets of the result set being read, and
+    /// those of the last one with what they parsed to: a statement run
+    /// again sends the same definitions, which then cost a comparison
+    /// instead of a parse and seven allocations.
+    columns_raw: Vec<u8>,
+    last_columns: Option<LastColumns>,
+}
+
+/// Parses column definition packets kept as length + bytes.
+fn parse_columns(mut raw: &[u8]) -> std::io::Result<(Vec<Column>, Vec<ColumnMeta>)> {
+    let mut columns = Vec::new();
+    let mut metas = Vec::new();
+    while let Some((len, tail)) = raw.split_first_chunk::<4>() {
+        let len = u32::from_le_bytes(*len) as usize;
+        let Some((packet, tail)) = tail.split_at_checked(len) else {
+            break;
+        };
+        raw = tail;
+        let col: mysql_common::packets::Column = ParseBuf(packet).parse(())?;
+        columns.push(Column::new(
+            col.name_str().into_owned(),
+            u32::from(col.column_type() as u8),
+            value::holds_bytes(col.column_type(), col.character_set()),
+        ));
+        metas.push(ColumnMeta {
+            kind: col.column_type(),
+            flags: col.flags(),
+            decimals: col.decimals(),
+            length: col.column_length(),
+        });
+    }
+    Ok((columns, metas))
+}
+
+/// See `MysqlConnection::last_columns`.
+struct LastColumns {
+    raw: Vec<u8>,
+    columns: std::sync::Arc<Vec<Column>>,
+    metas: std::sync::Arc<Vec<ColumnMeta>>,
 }
 
 impl MysqlConnection {
@@ -954,12 +995,40 @@ impl MysqlConnection {
     /// Reads a statement's results to the end. With several (a CALL, which
     /// ends with the CALL's own OK), the last result set that returned
     /// columns is kept; without any, the last OK's counts.
+    /// The columns of the result set whose definitions are in
+    /// `columns_raw`: the last result set's when the definitions are the
+    /// same bytes, parsed otherwise.
+    #[allow(clippy::type_complexity)]
+    fn result_columns(
+        &mut self,
+    ) -> Result<(std::sync::Arc<Vec<Column>>, std::sync::Arc<Vec<ColumnMeta>>)> {
+        if let Some(last) = &self.last_columns {
+            if last.raw == self.columns_raw {
+                return Ok((last.columns.clone(), last.metas.clone()));
+            }
+        }
+        let raw = std::mem::take(&mut self.columns_raw);
+        let parsed = parse_columns(&raw);
+        self.columns_raw = raw;
+        let (columns, metas) = parsed
+            .map_err(|e| self.protocol_error(format!("a malformed column definition ({e})")))?;
+        let last = LastColumns {
+            raw: self.columns_raw.clone(),
+            columns: std::sync::Arc::new(columns),
+            metas: std::sync::Arc::new(metas),
+        };
+        let out = (last.columns.clone(), last.metas.clone());
+        self.last_columns = Some(last);
+        Ok(out)
+    }
+
     async fn read_results(&mut self, binary: bool) -> Result<QueryResult> {
         let mut kept: Option<QueryResult> = None;
         let mut last_ok: Option<OkInfo> = None;
         let mut current = QueryResult::default();
-        let mut columns: Vec<Column> = Vec::new();
-        let mut metas: Vec<ColumnMeta> = Vec::new();
+        // None until a result set's columns are in (no allocation for an OK).
+        let mut metas: Option<std::sync::Arc<Vec<ColumnMeta>>> = None;
+        let mut expected_columns = 0u64;
         let mut failed: Option<Error> = None;
         while self.expect != Expect::Idle {
             match self.step().await? {
@@ -967,35 +1036,38 @@ impl MysqlConnection {
                 Step::Err(f) => failed = Some(self.server_error(&f)),
                 Step::ResultSet(n) => {
                     current = QueryResult::default();
-                    let n = usize::try_from(n).unwrap_or(usize::MAX).min(4096);
-                    columns = Vec::with_capacity(n);
-                    metas = Vec::with_capacity(n);
+                    self.columns_raw.clear();
+                    expected_columns = n;
                 }
                 Step::Column(p) => {
-                    let col: mysql_common::packets::Column =
-                        ParseBuf(&p).parse(()).map_err(|e| {
-                            self.protocol_error(format!("a malformed column definition ({e})"))
-                        })?;
-                    columns.push(Column::new(
-                        col.name_str().into_owned(),
-                        u32::from(col.column_type() as u8),
-                        value::holds_bytes(col.column_type(), col.character_set()),
-                    ));
-                    metas.push(ColumnMeta {
-                        kind: col.column_type(),
-                        flags: col.flags(),
-                        decimals: col.decimals(),
-                        length: col.column_length(),
-                    });
+                    // Kept as length + bytes; parsed once the last one is in.
+                    let len = u32::try_from(p.len()).map_err(|_| {
+                        self.protocol_error("a column definition larger than 4 GiB".to_string())
+                    })?;
+                    self.columns_raw.extend_from_slice(&len.to_le_bytes());
+                    self.columns_raw.extend_from_slice(&p);
                     if matches!(self.expect, Expect::Rows { .. } | Expect::ColumnsEof { .. }) {
-                        current.set_columns(std::mem::take(&mut columns));
+                        let (columns, parsed) = self.result_columns()?;
+                        if columns.len() as u64 != expected_columns {
+                            return Err(self.protocol_error(format!(
+                                "{} column definitions for a result set of {expected_columns} columns",
+                                columns.len()
+                            )));
+                        }
+                        current.set_shared_columns(columns);
+                        metas = Some(parsed);
                     }
                 }
                 Step::Row(p) => {
                     let decoded = if binary {
-                        value::binary_row(&p, &metas, &mut current, &mut self.scratch)
+                        value::binary_row(
+                            &p,
+                            metas.as_deref().map_or(&[], |m| &m[..]),
+                            &mut current,
+                            &mut self.scratch,
+                        )
                     } else {
-                        value::text_row(&p, metas.len(), &mut current)
+                        value::text_row(&p, metas.as_ref().map_or(0, |m| m.len()), &mut current)
                     };
                     decoded
                         .map_err(|why| self.protocol_error(format!("a malformed row: {why}")))?;
