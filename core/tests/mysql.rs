@@ -1198,7 +1198,11 @@ fn repeated_column_definitions_are_parsed_once() {
             .await
             .expect("alter");
         let after = conn.query(&sql, &[], None, None).await.expect("after");
-        assert_eq!(after.columns()[1].type_id, 252, "TEXT (a BLOB type) after ALTER TABLE");
+        assert_eq!(
+            after.columns()[1].type_id,
+            252,
+            "TEXT (a BLOB type) after ALTER TABLE"
+        );
         assert_eq!(after.get(0, 1), Some("x"));
         assert!(!std::sync::Arc::ptr_eq(
             &before.shared_columns(),
