@@ -153,29 +153,29 @@ impl QueryResult {
         self.cells.reserve(cells);
     }
 
-    /// The raw bytes of a value; `None` for SQL NULL or out of range.
-    pub fn bytes(&self, row: usize, col: usize) -> Option<&[u8]> {
+    /// Where a value lies in `data` (its NUL at `end`); `None` for SQL NULL
+    /// or out of range.
+    fn span(&self, row: usize, col: usize) -> Option<(usize, usize)> {
         if row >= self.rows || col >= self.columns.len() {
             return None;
         }
         let (start, end) = *self.cells.get(row * self.columns.len() + col)?;
-        if (start, end) == NULL {
-            return None;
-        }
-        self.data.get(start as usize..end as usize)
+        (start, end)
+            .ne(&NULL)
+            .then_some((start as usize, end as usize))
+    }
+
+    /// The raw bytes of a value; `None` for SQL NULL or out of range.
+    pub fn bytes(&self, row: usize, col: usize) -> Option<&[u8]> {
+        let (start, end) = self.span(row, col)?;
+        self.data.get(start..end)
     }
 
     /// The raw bytes of a value followed by a NUL byte, for C callers that
     /// want a C string; `None` for SQL NULL or out of range.
     pub fn bytes_with_nul(&self, row: usize, col: usize) -> Option<&[u8]> {
-        if row >= self.rows || col >= self.columns.len() {
-            return None;
-        }
-        let (start, end) = *self.cells.get(row * self.columns.len() + col)?;
-        if (start, end) == NULL {
-            return None;
-        }
-        self.data.get(start as usize..=end as usize)
+        let (start, end) = self.span(row, col)?;
+        self.data.get(start..=end)
     }
 
     /// A value as text; `None` for SQL NULL, out of range, or not UTF-8.

@@ -66,6 +66,26 @@ impl Dialed {
     }
 }
 
+/// A connection as a dial reached it, before the socket takes its final
+/// form ([`Connected`] or a std stream).
+struct Reached {
+    dialed: Dialed,
+    peer: SocketAddr,
+    host: HostPort,
+    timings: PhaseTimings,
+}
+
+impl Reached {
+    fn into_connected(self) -> Result<Connected> {
+        Ok(Connected {
+            stream: self.dialed.into_tokio()?,
+            peer: self.peer,
+            host: self.host,
+            timings: self.timings,
+        })
+    }
+}
+
 /// An established TCP connection and how it was reached.
 #[derive(Debug)]
 pub struct Connected {
@@ -107,13 +127,7 @@ impl Dialer {
     /// connection made. When all fail, the error of the last host is returned
     /// and names the others' failures.
     pub async fn connect(&self, hosts: &[HostPort], caller: Option<Deadline>) -> Result<Connected> {
-        let (dialed, peer, host, timings) = self.connect_any(hosts, caller).await?;
-        Ok(Connected {
-            stream: dialed.into_tokio()?,
-            peer,
-            host,
-            timings,
-        })
+        self.connect_any(hosts, caller).await?.into_connected()
     }
 
     /// As [`Dialer::connect`], handing the socket over as a std stream: on
@@ -127,15 +141,11 @@ impl Dialer {
         hosts: &[HostPort],
         caller: Option<Deadline>,
     ) -> Result<(std::net::TcpStream, SocketAddr)> {
-        let (dialed, peer, _, _) = self.connect_any(hosts, caller).await?;
-        Ok((dialed.into_std()?, peer))
+        let reached = self.connect_any(hosts, caller).await?;
+        Ok((reached.dialed.into_std()?, reached.peer))
     }
 
-    async fn connect_any(
-        &self,
-        hosts: &[HostPort],
-        caller: Option<Deadline>,
-    ) -> Result<(Dialed, SocketAddr, HostPort, PhaseTimings)> {
+    async fn connect_any(&self, hosts: &[HostPort], caller: Option<Deadline>) -> Result<Reached> {
         let mut earlier: Vec<String> = Vec::new();
         let mut last: Option<Error> = None;
         for host in hosts {
@@ -171,27 +181,22 @@ impl Dialer {
         host: &HostPort,
         caller: Option<Deadline>,
     ) -> Result<Connected> {
-        let (dialed, peer, host, timings) = self.connect_host_any(host, caller).await?;
-        Ok(Connected {
-            stream: dialed.into_tokio()?,
-            peer,
-            host,
-            timings,
-        })
+        self.connect_host_any(host, caller).await?.into_connected()
     }
 
-    async fn connect_host_any(
-        &self,
-        host: &HostPort,
-        caller: Option<Deadline>,
-    ) -> Result<(Dialed, SocketAddr, HostPort, PhaseTimings)> {
+    async fn connect_host_any(&self, host: &HostPort, caller: Option<Deadline>) -> Result<Reached> {
         let mut timings = PhaseTimings::default();
         let addrs = self.resolve(host, caller, &mut timings).await?;
         let start = Instant::now();
         let result = self.connect_addrs(host, addrs, caller).await;
         timings.connect = Some(start.elapsed());
         match result {
-            Ok((stream, peer)) => Ok((stream, peer, host.clone(), timings)),
+            Ok((dialed, peer)) => Ok(Reached {
+                dialed,
+                peer,
+                host: host.clone(),
+                timings,
+            }),
             Err(e) => Err(e.with_phases(timings)),
         }
     }
