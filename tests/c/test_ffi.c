@@ -1020,6 +1020,9 @@ static void test_dial_poll_mode(void) {
         struct drive d = drive_op(op, 1000);
         CHECK(d.waits >= 1 && d.first.timeout_us > 0 && d.first.timeout_us <= 300000,
               "waits %d, first timeout %lld us", d.waits, (long long)d.first.timeout_us);
+        CHECK(d.first.events == POLLOUT && d.first.socket_id == 0,
+              "a dial waits for its connecting socket to be writable: events %d socket_id %llu",
+              d.first.events, (unsigned long long)d.first.socket_id);
         code = dp_dial_finish(op, &fd, &err);
         double took = now_s() - start;
         CHECK(code == DP_CONNECT_TIMEOUT && took > 0.25 && took < 2.0, "black hole: %s after %.2fs", dp_code_name(code), took);
