@@ -6,6 +6,8 @@
 //! carries the name and configured value of the limit it came from.
 
 use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use crate::error::Limit;
@@ -118,39 +120,111 @@ pub struct Fired(pub Deadline);
 /// runtime's reactor for the rest. Without a timerfd it falls back to
 /// tokio's timer alone. On a blocking caller's thread (inside
 /// [`crate::runtime::block_on`]) neither is used: see the inline branch.
-pub async fn run<F: Future>(deadline: Option<Deadline>, fut: F) -> Result<F::Output, Fired> {
-    let Some(d) = deadline else {
-        return Ok(fut.await);
-    };
-    let mut fut = std::pin::pin!(fut);
-    if crate::runtime::inline::active() {
-        // On a blocking caller's thread the deadline needs no timer: the
-        // caller's thread parks no longer than the deadline.
-        return std::future::poll_fn(|cx| {
-            match crate::runtime::inline::poll_until(d.at, || fut.as_mut().poll(cx)) {
-                std::task::Poll::Ready(v) => std::task::Poll::Ready(Ok(v)),
-                std::task::Poll::Pending if d.expired() => std::task::Poll::Ready(Err(Fired(d))),
-                std::task::Poll::Pending => std::task::Poll::Pending,
-            }
-        })
-        .await;
+pub fn run<F: Future>(deadline: Option<Deadline>, fut: F) -> Run<F> {
+    Run {
+        fut,
+        deadline,
+        wait: Wait::Start,
     }
-    if let Some(early) = d.at.checked_sub(PRECISE_MARGIN) {
-        tokio::select! {
-            biased;
-            out = &mut fut => return Ok(out),
-            _ = tokio::time::sleep_until(early.into()) => {}
+}
+
+/// The future of [`run`]. Written by hand rather than as an `async fn`:
+/// every read and write of a statement runs under one, and the compiler's
+/// layout of the `async fn` (the timers of every branch side by side) made
+/// each 400 bytes, which every future above it carried and copied. The
+/// tokio timers are boxed here, since only a runtime thread with a
+/// deadline needs them.
+pub struct Run<F> {
+    fut: F,
+    deadline: Option<Deadline>,
+    wait: Wait,
+}
+
+/// How a [`Run`] waits for its deadline, chosen at its first poll.
+enum Wait {
+    Start,
+    /// On a blocking caller's thread no timer is needed: the caller's
+    /// thread parks no longer than the deadline.
+    Inline,
+    /// tokio's timer, until [`PRECISE_MARGIN`] before the deadline.
+    Early(Pin<Box<tokio::time::Sleep>>),
+    /// The kernel timer for the rest.
+    Precise(precise::Timer),
+    /// tokio's timer alone, when no timerfd could be made.
+    Late(Pin<Box<tokio::time::Sleep>>),
+}
+
+impl Wait {
+    fn last_stretch(at: Instant) -> Wait {
+        match precise::Timer::at(at) {
+            Ok(timer) => Wait::Precise(timer),
+            Err(_) => Wait::Late(Box::pin(tokio::time::sleep_until(at.into()))),
         }
     }
-    match precise::Timer::at(d.at) {
-        Ok(timer) => tokio::select! {
-            biased;
-            out = &mut fut => Ok(out),
-            _ = timer.expired() => Err(Fired(d)),
-        },
-        Err(_) => tokio::time::timeout_at(d.at.into(), fut)
-            .await
-            .map_err(|_| Fired(d)),
+}
+
+impl<F: Future> Future for Run<F> {
+    type Output = Result<F::Output, Fired>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // SAFETY: `fut` is pinned with the Run and never moved out of it
+        // (Run has no Drop and no method that takes `fut` by value); the
+        // other fields are not pinned.
+        let this = unsafe { self.get_unchecked_mut() };
+        // SAFETY: as above.
+        let mut fut = unsafe { Pin::new_unchecked(&mut this.fut) };
+        let Some(d) = this.deadline else {
+            return fut.poll(cx).map(Ok);
+        };
+        loop {
+            // The future is polled before any timer, as in a biased select:
+            // a reply that is there wins over a deadline that just passed.
+            match &mut this.wait {
+                Wait::Start => {
+                    this.wait = if crate::runtime::inline::active() {
+                        Wait::Inline
+                    } else {
+                        match d.at.checked_sub(PRECISE_MARGIN) {
+                            Some(early) => {
+                                Wait::Early(Box::pin(tokio::time::sleep_until(early.into())))
+                            }
+                            None => Wait::last_stretch(d.at),
+                        }
+                    };
+                }
+                Wait::Inline => {
+                    return match crate::runtime::inline::poll_until(d.at, || fut.as_mut().poll(cx))
+                    {
+                        Poll::Ready(v) => Poll::Ready(Ok(v)),
+                        Poll::Pending if d.expired() => Poll::Ready(Err(Fired(d))),
+                        Poll::Pending => Poll::Pending,
+                    };
+                }
+                Wait::Early(sleep) => {
+                    if let Poll::Ready(v) = fut.as_mut().poll(cx) {
+                        return Poll::Ready(Ok(v));
+                    }
+                    if sleep.as_mut().poll(cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                    // Free for the many futures that finish long before their
+                    // deadline: the timerfd is only made now.
+                    this.wait = Wait::last_stretch(d.at);
+                }
+                Wait::Precise(timer) => {
+                    if let Poll::Ready(v) = fut.as_mut().poll(cx) {
+                        return Poll::Ready(Ok(v));
+                    }
+                    return timer.poll_expired(cx).map(|()| Err(Fired(d)));
+                }
+                Wait::Late(sleep) => {
+                    if let Poll::Ready(v) = fut.as_mut().poll(cx) {
+                        return Poll::Ready(Ok(v));
+                    }
+                    return sleep.as_mut().poll(cx).map(|()| Err(Fired(d)));
+                }
+            }
+        }
     }
 }
 
@@ -163,6 +237,8 @@ mod precise {
     use std::io;
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
     use std::time::{Duration, Instant};
+
+    use std::task::{Context, Poll};
 
     use tokio::io::unix::AsyncFd;
     use tokio::io::Interest;
@@ -214,10 +290,10 @@ mod precise {
             })
         }
 
-        /// Resolves once the timer has fired (or the reactor failed, which
+        /// Ready once the timer has fired (or the reactor failed, which
         /// ends the wait rather than hanging it).
-        pub async fn expired(&self) {
-            let _ = self.fd.readable().await;
+        pub fn poll_expired(&self, cx: &mut Context<'_>) -> Poll<()> {
+            self.fd.poll_read_ready(cx).map(|_| ())
         }
     }
 }
@@ -279,23 +355,60 @@ pub enum Stop {
 }
 
 /// Runs `fut` until it finishes, `deadline` passes or `cancel` fires.
-pub async fn run_until<F: Future>(
+pub fn run_until<F: Future>(
     deadline: Option<Deadline>,
     cancel: Option<&CancelToken>,
     fut: F,
-) -> Result<F::Output, Stop> {
-    let Some(cancel) = cancel else {
-        return run(deadline, fut)
-            .await
-            .map_err(|Fired(d)| Stop::Deadline(d));
-    };
-    if cancel.is_cancelled() {
-        return Err(Stop::Cancelled);
+) -> RunUntil<'_, F> {
+    RunUntil {
+        run: run(deadline, fut),
+        cancel,
+        notified: None,
     }
-    tokio::select! {
-        biased;
-        _ = cancel.cancelled() => Err(Stop::Cancelled),
-        r = run(deadline, fut) => r.map_err(|Fired(d)| Stop::Deadline(d)),
+}
+
+/// The future of [`run_until`], by hand for the reason given at [`Run`].
+pub struct RunUntil<'a, F> {
+    run: Run<F>,
+    cancel: Option<&'a CancelToken>,
+    /// Registered before the flag is checked, so a cancel in between
+    /// wakes the task.
+    notified: Option<tokio::sync::futures::Notified<'a>>,
+}
+
+impl<F: Future> Future for RunUntil<'_, F> {
+    type Output = Result<F::Output, Stop>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // SAFETY: `run` and `notified` are pinned with the RunUntil: neither
+        // is moved out (no Drop, no by-value method), and `notified` is only
+        // replaced in place through `Pin::set`.
+        let this = unsafe { self.get_unchecked_mut() };
+        // SAFETY: as above.
+        let run = unsafe { Pin::new_unchecked(&mut this.run) };
+        if let Some(cancel) = this.cancel {
+            // SAFETY: as above.
+            let mut notified = unsafe { Pin::new_unchecked(&mut this.notified) };
+            // The cancel is looked at first, as in a biased select.
+            loop {
+                if notified.is_none() {
+                    notified.set(Some(cancel.0.notify.notified()));
+                    if let Some(n) = notified.as_mut().as_pin_mut() {
+                        n.enable();
+                    }
+                }
+                if cancel.is_cancelled() {
+                    return Poll::Ready(Err(Stop::Cancelled));
+                }
+                match notified.as_mut().as_pin_mut().map(|n| n.poll(cx)) {
+                    // Woken by a cancel (checked above on the next turn).
+                    Some(Poll::Ready(())) => notified.set(None),
+                    _ => break,
+                }
+            }
+        }
+        run.poll(cx)
+            .map(|r| r.map_err(|Fired(d)| Stop::Deadline(d)))
     }
 }
 

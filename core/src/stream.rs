@@ -264,12 +264,17 @@ impl AsyncWrite for Socket {
         // IoSlice is ABI-compatible with iovec on Unix; sendmsg only reads.
         msg.msg_iov = bufs.as_ptr() as *mut libc::iovec;
         msg.msg_iovlen = bufs.len().min(libc::UIO_MAXIOV as usize) as _;
+        // MSG_NOSIGNAL: a closed peer must give EPIPE, not kill a host
+        // process (C, Go, Python) that did not ignore SIGPIPE.
+        let flags = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
         loop {
-            // SAFETY: `msg` points at `bufs`, alive for the call.
-            // MSG_NOSIGNAL: a closed peer must give EPIPE, not kill a host
-            // process (C, Go, Python) that did not ignore SIGPIPE.
-            let sent = syscall_len(unsafe {
-                libc::sendmsg(fd, &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
+            // One buffer (every plain-TCP statement) goes by send(2): the
+            // kernel then copies no msghdr and no iovec array in.
+            let sent = syscall_len(match bufs {
+                // SAFETY: `one` is alive and readable for the call.
+                [one] => unsafe { libc::send(fd, one.as_ptr().cast(), one.len(), flags) },
+                // SAFETY: `msg` points at `bufs`, alive for the call.
+                _ => unsafe { libc::sendmsg(fd, &msg, flags) },
             });
             match sent {
                 Ok(n) => {

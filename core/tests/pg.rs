@@ -732,6 +732,24 @@ fn parameterless_statements_are_prepared_once_and_multi_statements_still_run() {
             .await
             .expect("rollback");
 
+        // COPY FROM STDIN is refused on the wire, so the server ends it
+        // with an error and the session goes on, through either protocol.
+        for sql in ["COPY dp_shape FROM STDIN", "COPY dp_shape (a) FROM STDIN;"] {
+            let e = conn
+                .query(sql, &[], None, None)
+                .await
+                .expect_err("COPY FROM STDIN");
+            assert!(
+                e.to_string().contains("COPY FROM STDIN is not supported"),
+                "{e}"
+            );
+            let r = conn
+                .query("SELECT count(*) FROM dp_shape", &[], None, None)
+                .await
+                .expect("the session goes on after a refused COPY");
+            assert_eq!(r.get(0, 0), Some("1"));
+        }
+
         // Without a cache (PgBouncer's transaction mode) nothing is named.
         let mut plain = connect("sslmode=disable&statement_cache=0").await;
         plain

@@ -499,13 +499,16 @@ impl MysqlConnection {
             let exchange = std::pin::pin!(self.exchange(sql, params));
             deadline::run_until(limit, cancel, exchange).await
         };
-        match outcome {
-            Ok(result) => result,
-            // Boxed: the cancel path dials a second connection, a future
-            // of many KB that would otherwise enlarge every statement's
-            // future, which is moved on every call.
-            Err(stop) => Err(Box::pin(self.interrupt(stop, start)).await),
-        }
+        // Taken apart before the await below, so that the outcome (a whole
+        // result) is not kept in the future's state beside it.
+        let stop = match outcome {
+            Ok(result) => return result,
+            Err(stop) => stop,
+        };
+        // Boxed: the cancel path dials a second connection, a future of
+        // many KB that would otherwise enlarge every statement's future,
+        // which is moved on every call.
+        Err(Box::pin(self.interrupt(stop, start)).await)
     }
 
     /// As [`MysqlConnection::query`], returning the affected row count.
@@ -1023,7 +1026,10 @@ impl MysqlConnection {
     }
 
     async fn read_results(&mut self, binary: bool) -> Result<QueryResult> {
-        let mut kept: Option<QueryResult> = None;
+        // Whether `current` holds a whole result set: a later one replaces
+        // it only by starting, and one that starts also ends (or fails the
+        // statement), so the last whole set is what is returned.
+        let mut have_set = false;
         let mut last_ok: Option<OkInfo> = None;
         let mut current = QueryResult::default();
         // None until a result set's columns are in (no allocation for an OK).
@@ -1031,11 +1037,15 @@ impl MysqlConnection {
         let mut expected_columns = 0u64;
         let mut failed: Option<Error> = None;
         while self.expect != Expect::Idle {
+            // Answered after the match: nothing awaited inside it keeps the
+            // step (and its packet) in the future.
+            let mut refuse_infile = false;
             match self.step().await? {
                 Step::Ok(ok) => last_ok = Some(ok),
                 Step::Err(f) => failed = Some(self.server_error(&f)),
                 Step::ResultSet(n) => {
                     current = QueryResult::default();
+                    have_set = false;
                     self.columns_raw.clear();
                     expected_columns = n;
                 }
@@ -1075,31 +1085,32 @@ impl MysqlConnection {
                 Step::RowsDone(ok) => {
                     current.affected_rows = current.row_count() as u64;
                     current.warnings = ok.warnings;
-                    kept = Some(std::mem::take(&mut current));
+                    have_set = true;
                 }
-                Step::LocalInfile => {
-                    // Never asked for (no CLIENT_LOCAL_FILES): an empty
-                    // packet says "no file", the server answers with ERR.
-                    self.link.write_packet(&[]);
-                    self.flush().await?;
-                }
+                Step::LocalInfile => refuse_infile = true,
                 Step::Skip => {}
                 Step::Prepared { .. } => return Err(self.unexpected("in a result")),
+            }
+            if refuse_infile {
+                // Never asked for (no CLIENT_LOCAL_FILES): an empty packet
+                // says "no file", the server answers with ERR.
+                self.link.write_packet(&[]);
+                self.flush().await?;
             }
         }
         if let Some(e) = failed {
             return Err(e);
         }
-        Ok(match (kept, last_ok) {
-            (Some(set), _) => set,
-            (None, Some(ok)) => {
+        Ok(match (have_set, last_ok) {
+            (true, _) => current,
+            (false, Some(ok)) => {
                 let mut r = QueryResult::default();
                 r.affected_rows = ok.affected_rows;
                 r.last_insert_id = ok.last_insert_id;
                 r.warnings = ok.warnings;
                 r
             }
-            (None, None) => QueryResult::default(),
+            (false, None) => QueryResult::default(),
         })
     }
 

@@ -385,13 +385,16 @@ impl PgConnection {
             let exchange = std::pin::pin!(self.exchange(sql, params));
             deadline::run_until(limit, cancel, exchange).await
         };
-        match outcome {
-            Ok(result) => result,
-            // Boxed: the cancel path dials a second connection, a future
-            // of many KB that would otherwise enlarge every statement's
-            // future, which is moved on every call.
-            Err(stop) => Err(Box::pin(self.interrupt(stop, start)).await),
-        }
+        // Taken apart before the await below, so that the outcome (a whole
+        // result) is not kept in the future's state beside it.
+        let stop = match outcome {
+            Ok(result) => return result,
+            Err(stop) => stop,
+        };
+        // Boxed: the cancel path dials a second connection, a future of
+        // many KB that would otherwise enlarge every statement's future,
+        // which is moved on every call.
+        Err(Box::pin(self.interrupt(stop, start)).await)
     }
 
     /// As [`PgConnection::query`], returning the affected row count.
@@ -579,23 +582,25 @@ impl PgConnection {
     /// Writes the statement and reads its result up to ReadyForQuery.
     async fn exchange(&mut self, sql: &str, params: &[Option<&str>]) -> Result<QueryResult> {
         let mut cached = false;
-        match self.exchange_once(sql, params, &mut cached).await {
-            // The cached statement is gone or its result type changed (a
-            // DEALLOCATE or DISCARD by hand, an ALTER TABLE since it was
-            // prepared). Outside a transaction nothing ran, so it is
-            // prepared again, once, instead of failing a statement that
-            // would have worked as a simple Query.
-            Err(e)
-                if cached
-                    && matches!(e.sqlstate(), Some("26000") | Some("0A000"))
-                    && self.tx == TxStatus::Idle
-                    && self.state == State::Ready =>
-            {
-                self.state = State::Busy;
-                self.exchange_once(sql, params, &mut cached).await
+        // In a block of its own, so that the first outcome is not kept
+        // (in the future's state) across the second exchange.
+        {
+            match self.exchange_once(sql, params, &mut cached).await {
+                // The cached statement is gone or its result type changed
+                // (a DEALLOCATE or DISCARD by hand, an ALTER TABLE since it
+                // was prepared). Outside a transaction nothing ran, so it is
+                // prepared again, once, instead of failing a statement that
+                // would have worked as a simple Query.
+                Err(e)
+                    if cached
+                        && matches!(e.sqlstate(), Some("26000") | Some("0A000"))
+                        && self.tx == TxStatus::Idle
+                        && self.state == State::Ready => {}
+                other => return other,
             }
-            other => other,
         }
+        self.state = State::Busy;
+        self.exchange_once(sql, params, &mut cached).await
     }
 
     /// One exchange; `cached` tells whether it used a cached statement.
@@ -607,13 +612,16 @@ impl PgConnection {
     ) -> Result<QueryResult> {
         let mut cached_columns: Option<Arc<Vec<Column>>> = None;
         let mut caching: Option<Arc<str>> = None;
-        if params.is_empty() && !self.prepares_without_params(sql) {
+        // Looked up first: a cached statement passed the checks of
+        // `prepares_without_params` when it was prepared.
+        let hit = self.cache.get(sql);
+        if hit.is_none() && params.is_empty() && !self.prepares_without_params(sql) {
             frontend::query(sql, &mut self.wire.wbuf).map_err(encode_error)?;
         } else {
             for name in self.cache.take_evicted() {
                 frontend::close(b'S', &name, &mut self.wire.wbuf).map_err(encode_error)?;
             }
-            let name = match self.cache.get(sql) {
+            let name = match hit {
                 Some((name, cols)) => {
                     cached_columns = Some(cols);
                     *cached = true;
@@ -665,6 +673,9 @@ impl PgConnection {
         };
         let mut error: Option<Error> = None;
         loop {
+            // Set by a COPY FROM STDIN, refused after the match: nothing
+            // awaited inside the match keeps the message in the future.
+            let mut refuse_copy = false;
             match self.read_message().await? {
                 Message::DataRow(row) => {
                     result.begin_row();
@@ -734,21 +745,22 @@ impl PgConnection {
                 | Message::NoData
                 | Message::EmptyQueryResponse
                 | Message::NotificationResponse(_) => {}
-                Message::CopyInResponse(_) => {
-                    // COPY FROM STDIN is not supported: refuse it so the
-                    // server ends the COPY and the session stays usable.
-                    frontend::copy_fail(
-                        "COPY FROM STDIN is not supported by dialpool",
-                        &mut self.wire.wbuf,
-                    )
-                    .map_err(encode_error)?;
-                    self.wire
-                        .flush()
-                        .await
-                        .inspect_err(|_| self.state = State::Broken)?;
-                }
+                Message::CopyInResponse(_) => refuse_copy = true,
                 Message::CopyOutResponse(_) | Message::CopyData(_) | Message::CopyDone => {}
                 _ => return Err(self.unexpected("during a query")),
+            }
+            if refuse_copy {
+                // COPY FROM STDIN is not supported: refuse it so the server
+                // ends the COPY and the session stays usable.
+                frontend::copy_fail(
+                    "COPY FROM STDIN is not supported by dialpool",
+                    &mut self.wire.wbuf,
+                )
+                .map_err(encode_error)?;
+                self.wire
+                    .flush()
+                    .await
+                    .inspect_err(|_| self.state = State::Broken)?;
             }
         }
     }
@@ -941,9 +953,24 @@ fn encode_error(e: std::io::Error) -> Error {
 /// The row count in a command tag: the last number of `INSERT 0 5`,
 /// `UPDATE 3`, `SELECT 7`, `DELETE 0`, `MERGE 2`, `COPY 10`, `FETCH 4`.
 fn affected_rows(tag: &str) -> u64 {
-    tag.rsplit(' ')
-        .next()
-        .and_then(|n| n.parse().ok())
+    // By hand: this runs for every statement, and splitting and parsing
+    // the tag as text cost ~190 instructions.
+    let bytes = tag.as_bytes();
+    let digits = bytes
+        .iter()
+        .rev()
+        .take_while(|b| b.is_ascii_digit())
+        .count();
+    let (words, count) = bytes.split_at(bytes.len() - digits);
+    if count.is_empty() || !(words.is_empty() || words.ends_with(b" ")) {
+        // No count ("CREATE TABLE"), or digits that end a word ("MOVE2").
+        return 0;
+    }
+    count
+        .iter()
+        .try_fold(0u64, |n, d| {
+            n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+        })
         .unwrap_or(0)
 }
 
@@ -962,5 +989,31 @@ impl Wire {
             .with_cause(format!("{} ({})", class.meaning, class.errno_name))
             .with_hint(class.hint)
             .with_source(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::affected_rows;
+
+    #[test]
+    fn affected_rows_reads_the_count_that_ends_the_tag() {
+        for (tag, n) in [
+            ("SELECT 1", 1),
+            ("INSERT 0 5", 5),
+            ("UPDATE 1234567", 1_234_567),
+            ("DELETE 0", 0),
+            ("7", 7),
+            ("COPY 18446744073709551615", u64::MAX),
+            // No count, or one that does not fit.
+            ("CREATE TABLE", 0),
+            ("", 0),
+            ("SELECT ", 0),
+            ("MOVE2", 0),
+            ("COPY 18446744073709551616", 0),
+            ("SELECT 99999999999999999999999", 0),
+        ] {
+            assert_eq!(affected_rows(tag), n, "{tag:?}");
+        }
     }
 }
