@@ -673,6 +673,9 @@ impl PgConnection {
         };
         let mut error: Option<Error> = None;
         loop {
+            if self.take_common_frame(&mut result, &mut caching)? {
+                continue;
+            }
             // Set by a COPY FROM STDIN, refused after the match: nothing
             // awaited inside the match keeps the message in the future.
             let mut refuse_copy = false;
@@ -761,6 +764,61 @@ impl PgConnection {
                     .flush()
                     .await
                     .inspect_err(|_| self.state = State::Broken)?;
+            }
+        }
+    }
+
+    /// Takes the frame at the head of the read buffer when it is one that
+    /// every statement's answer is made of (DataRow, CommandComplete, and
+    /// the completions without a body) and is all there: read in place,
+    /// where `Message::parse` would first split it off as a `Bytes` of its
+    /// own (an atomic count, and a promotion of the buffer) for it to be
+    /// dropped at once. False leaves the head to [`Self::read_message`],
+    /// which also reports a bad length.
+    fn take_common_frame(
+        &mut self,
+        result: &mut QueryResult,
+        caching: &mut Option<Arc<str>>,
+    ) -> Result<bool> {
+        let buf = &self.wire.rbuf[..];
+        let (kind, len) = match buf {
+            [kind @ (b'D' | b'C' | b'1' | b'2' | b'3' | b'n'), a, b, c, d, ..] => {
+                (*kind, u32::from_be_bytes([*a, *b, *c, *d]) as usize)
+            }
+            _ => return Ok(false),
+        };
+        if !(4..=MAX_MESSAGE).contains(&len) || buf.len() < 1 + len {
+            return Ok(false);
+        }
+        let body = &buf[5..1 + len];
+        let taken = match kind {
+            b'D' => data_row(body, result),
+            b'C' => match body.split_last() {
+                Some((0, tag)) if !tag.contains(&0) => match std::str::from_utf8(tag) {
+                    Ok(tag) => {
+                        result.affected_rows = affected_rows(tag);
+                        result.command_tag = tag.to_string();
+                        if matches!(tag, "DISCARD ALL" | "DEALLOCATE ALL") {
+                            // The server dropped every prepared statement.
+                            self.cache.clear();
+                            *caching = None;
+                        }
+                        Ok(())
+                    }
+                    Err(_) => Err("a command tag that is not UTF-8"),
+                },
+                _ => Err("a command tag that is not one C string"),
+            },
+            _ if body.is_empty() => Ok(()),
+            _ => Err("a body where none belongs"),
+        };
+        match taken {
+            Ok(()) => {
+                bytes::Buf::advance(&mut self.wire.rbuf, 1 + len);
+                Ok(true)
+            }
+            Err(why) => {
+                Err(self.malformed(std::io::Error::new(std::io::ErrorKind::InvalidData, why)))
             }
         }
     }
@@ -952,6 +1010,38 @@ fn encode_error(e: std::io::Error) -> Error {
 
 /// The row count in a command tag: the last number of `INSERT 0 5`,
 /// `UPDATE 3`, `SELECT 7`, `DELETE 0`, `MERGE 2`, `COPY 10`, `FETCH 4`.
+/// A DataRow's body (a column count, then each value as a length, -1
+/// for NULL, and its bytes) appended to `result` as a row.
+fn data_row(body: &[u8], result: &mut QueryResult) -> std::result::Result<(), &'static str> {
+    let Some((count, mut rest)) = body.split_first_chunk::<2>() else {
+        return Err("a row without its column count");
+    };
+    result.begin_row();
+    for _ in 0..u16::from_be_bytes(*count) {
+        let Some((len, after)) = rest.split_first_chunk::<4>() else {
+            return Err("a row that ends inside a value's length");
+        };
+        rest = after;
+        let value = match i32::from_be_bytes(*len) {
+            -1 => None,
+            n => {
+                let n = usize::try_from(n).map_err(|_| "a negative value length")?;
+                if n > rest.len() {
+                    return Err("a value longer than its row");
+                }
+                let (value, after) = rest.split_at(n);
+                rest = after;
+                Some(value)
+            }
+        };
+        result.push_value(value)?;
+    }
+    if !rest.is_empty() {
+        return Err("a row longer than its values");
+    }
+    Ok(())
+}
+
 fn affected_rows(tag: &str) -> u64 {
     // By hand: this runs for every statement, and splitting and parsing
     // the tag as text cost ~190 instructions.
@@ -994,7 +1084,47 @@ impl Wire {
 
 #[cfg(test)]
 mod tests {
-    use super::affected_rows;
+    use super::{affected_rows, data_row};
+    use crate::rows::QueryResult;
+
+    /// A DataRow body from values (None for NULL).
+    fn row(values: &[Option<&[u8]>]) -> Vec<u8> {
+        let mut b = (values.len() as u16).to_be_bytes().to_vec();
+        for v in values {
+            match v {
+                Some(v) => {
+                    b.extend_from_slice(&(v.len() as i32).to_be_bytes());
+                    b.extend_from_slice(v);
+                }
+                None => b.extend_from_slice(&(-1i32).to_be_bytes()),
+            }
+        }
+        b
+    }
+
+    #[test]
+    fn data_rows_are_read_in_place_and_checked() {
+        let mut r = QueryResult::default();
+        data_row(&row(&[Some(b"42"), None, Some(b"")]), &mut r).expect("row");
+        data_row(&row(&[]), &mut r).expect("a row of no columns");
+        assert_eq!(r.row_count(), 2);
+        assert_eq!(r.bytes(0, 0), None, "no columns were described");
+
+        let good = row(&[Some(b"abc"), Some(b"de")]);
+        for (body, why) in [
+            (vec![0u8], "without its column count"),
+            (good[..good.len() - 1].to_vec(), "longer than its row"),
+            (good[..4].to_vec(), "ends inside a value's length"),
+            ([good.clone(), vec![9]].concat(), "longer than its values"),
+            (
+                [vec![0, 1], (-2i32).to_be_bytes().to_vec()].concat(),
+                "negative value length",
+            ),
+        ] {
+            let e = data_row(&body, &mut QueryResult::default()).expect_err(why);
+            assert!(e.contains(why), "{e} / {why}");
+        }
+    }
 
     #[test]
     fn affected_rows_reads_the_count_that_ends_the_tag() {
