@@ -233,6 +233,26 @@ fn connect_std_hands_over_a_connected_socket_from_either_kind_of_caller() {
     assert_eq!(e.code(), dialpool::Code::ConnectionRefused, "{e}");
 }
 
+/// A TCP-only dialer (the raw dial that hands its socket over) builds no
+/// TLS configuration: TLS options that a full dialer rejects, a CA file
+/// that does not exist, do not stop it, and it offers no TLS.
+#[test]
+fn a_tcp_only_dialer_ignores_the_tls_options() {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let url = format!("tcp://{addr}?sslmode=verify-full&sslrootcert=/nonexistent/ca.pem");
+    let config = dialpool::Config::parse(&url).expect("url");
+    let e = dialpool::Dialer::new(&config.dial).expect_err("no CA file");
+    assert!(e.to_string().contains("/nonexistent/ca.pem"), "{e}");
+    let dialer = dialpool::Dialer::tcp_only(&config.dial);
+    assert!(dialer.tls().is_none());
+    let (socket, peer) = runtime::block_on(dialer.connect_std(&config.hosts, None))
+        .expect("runtime")
+        .expect("connects");
+    assert_eq!(peer, addr);
+    assert_eq!(socket.peer_addr().expect("peer"), addr);
+}
+
 /// Waits with poll(2) for `fd` to have `events`, at most `limit`; whether
 /// it did.
 fn poll_fd(fd: std::os::fd::RawFd, events: i16, limit: Duration) -> bool {

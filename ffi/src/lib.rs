@@ -1458,7 +1458,8 @@ fn dial_future(
     ctx: dialpool::Ctx,
 ) -> Result<impl std::future::Future<Output = Result<std::net::TcpStream, Error>> + Send, Error> {
     let config = Config::parse(url)?;
-    let dialer = dialpool::Dialer::new(&config.dial)?;
+    // Only the dial options apply (see dp_dial): no TLS connector.
+    let dialer = dialpool::Dialer::tcp_only(&config.dial);
     Ok(async move {
         let connected = dialpool::deadline::run_until(
             None,
