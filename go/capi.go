@@ -88,7 +88,21 @@ typedef struct {
 	dp_error *err;
 	int acquire_failed; // the error came from the acquire
 	int copied;         // the result is in the scratch and freed
+	uint64_t last_id;   // the connection held last (dp_conn_id), preferred at the next acquire
 } dpg_stmt;
+
+// Checks out a connection into s, preferring the one it held last: with
+// the same connection for each statement of a handle, each statement
+// meets the same server process (see dp_pool_acquire_prefer).
+static dp_code dpg_acquire(const dp_pool *pool, const dp_ctx *ctx, dpg_stmt *s) {
+	dp_code code = dp_pool_acquire_prefer(pool, ctx, s->last_id, &s->conn, &s->err);
+	if (code != DP_OK) {
+		s->conn = NULL;
+		return code;
+	}
+	s->last_id = dp_conn_id(s->conn);
+	return DP_OK;
+}
 
 // Copies a result into Go memory and frees it: buf gets the column names
 // and then every value back to back; lens gets each name's length, then
@@ -181,9 +195,8 @@ static int dpg_begin(const dp_pool *pool, const dp_ctx *ctx, const char *text, c
 	s->res = NULL;
 	s->err = NULL;
 	if (s->conn == NULL) {
-		s->code = dp_pool_acquire(pool, ctx, &s->conn, &s->err);
+		s->code = dpg_acquire(pool, ctx, s);
 		if (s->code != DP_OK) {
-			s->conn = NULL;
 			s->acquire_failed = 1;
 			return 0;
 		}
@@ -634,10 +647,11 @@ func (p *cpool) acquire(cc *callCtx, h *connHandle) error {
 	if p.p == nil {
 		return errPoolClosedLocally()
 	}
-	var e *C.dp_error
-	if code := C.dp_pool_acquire(p.p, cc.p, &h.st.conn, &e); code != C.DP_OK {
-		h.st.conn = nil
-		return takeError(Code(code), e)
+	h.st.err = nil
+	if code := C.dpg_acquire(p.p, cc.p, &h.st); code != C.DP_OK {
+		err := takeError(Code(code), h.st.err)
+		h.st.err = nil
+		return err
 	}
 	return nil
 }

@@ -823,3 +823,57 @@ func waitIdle(t *testing.T, db *sql.DB) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// A database/sql connection gets back the server session it held last
+// while that is idle (dp_pool_acquire_prefer), so its statements keep
+// meeting the same server process: here the other session, returned after
+// it, would otherwise come first.
+func TestAConnectionGetsItsServerSessionBack(t *testing.T) {
+	c, err := dialpool.NewConnector(pgURL(t, "max_open=2"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx := context.Background()
+	pid := func(d driver.Conn) string {
+		t.Helper()
+		rows, err := d.(driver.QueryerContext).QueryContext(ctx, "SELECT pg_backend_pid()", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rows.Close()
+		v := make([]driver.Value, 1)
+		if err := rows.Next(v); err != nil {
+			t.Fatal(err)
+		}
+		return fmt.Sprint(v[0])
+	}
+	reset := func(d driver.Conn) {
+		t.Helper()
+		if err := d.(driver.SessionResetter).ResetSession(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var conns [2]driver.Conn
+	var pids [2]string
+	for i := range conns {
+		if conns[i], err = c.Connect(ctx); err != nil {
+			t.Fatal(err)
+		}
+		defer conns[i].Close()
+		pids[i] = pid(conns[i])
+	}
+	if pids[0] == pids[1] {
+		t.Fatalf("two held connections share the server process %s", pids[0])
+	}
+	for round := 0; round < 3; round++ {
+		// Both sessions go back to the core pool, the second one last.
+		reset(conns[0])
+		reset(conns[1])
+		for i, d := range conns {
+			if got := pid(d); got != pids[i] {
+				t.Errorf("round %d, connection %d: server process %s, want %s", round, i, got, pids[i])
+			}
+		}
+	}
+}

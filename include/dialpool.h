@@ -293,6 +293,24 @@ enum dp_code dp_pool_acquire(const struct dp_pool *pool,
                              struct dp_conn **conn,
                              struct dp_error **err);
 
+// As `dp_pool_acquire`, taking the connection whose id is `prefer` (from
+// `dp_conn_id` at an earlier checkout) when it is idle, and any other
+// otherwise; 0 prefers none. For a caller that checks out per statement
+// (a thread, a database/sql connection): with the same connection each
+// time, its statements keep meeting the same server process, which on a
+// host shared with the server saves cross-CPU wakeups (up to a quarter of
+// the throughput of short statements on 2 CPUs).
+enum dp_code dp_pool_acquire_prefer(const struct dp_pool *pool,
+                                    const struct dp_ctx *ctx,
+                                    uint64_t prefer,
+                                    struct dp_conn **conn,
+                                    struct dp_error **err);
+
+// The connection's id in its pool: never 0, the same for the
+// connection's whole life, for `dp_pool_acquire_prefer`. 0 for NULL.
+// Thread-safe.
+uint64_t dp_conn_id(const struct dp_conn *conn);
+
 // Acquires, runs `sql` with `nparams` text parameters (NULL entries are SQL
 // NULL) and releases, all under one ctx. Blocks. Thread-safe. On success
 // `*result` is owned by the caller (`dp_result_free`).

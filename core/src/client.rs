@@ -380,9 +380,22 @@ impl Pool {
 
     /// Checks out a session under `ctx`, with a label for leak warnings.
     pub async fn acquire_ctx(&self, ctx: &Ctx, label: Option<&str>) -> Result<Connection> {
+        self.acquire_ctx_preferring(ctx, label, None).await
+    }
+
+    /// As [`Pool::acquire_ctx`], taking the connection with id `prefer`
+    /// ([`Connection::id`], kept from an earlier checkout) when it is idle:
+    /// a caller that checks out per statement then keeps its server
+    /// session (see [`crate::pool::Pool::acquire_preferring`]).
+    pub async fn acquire_ctx_preferring(
+        &self,
+        ctx: &Ctx,
+        label: Option<&str>,
+        prefer: Option<u64>,
+    ) -> Result<Connection> {
         let pooled = self
             .inner
-            .acquire_with(ctx.deadline, ctx.cancel.as_ref(), label)
+            .acquire_preferring(ctx.deadline, ctx.cancel.as_ref(), label, prefer)
             .await?;
         Ok(Connection { pooled })
     }
@@ -496,6 +509,13 @@ impl std::fmt::Debug for Pool {
 }
 
 impl Connection {
+    /// The connection's id in its pool: never 0, the same for its whole
+    /// life; pass it to [`Pool::acquire_ctx_preferring`] to get this
+    /// connection back when it is idle.
+    pub fn id(&self) -> u64 {
+        self.pooled.id()
+    }
+
     /// Runs a statement under the earlier of `query_timeout` and `deadline`.
     pub async fn query(
         &mut self,

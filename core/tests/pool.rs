@@ -622,6 +622,48 @@ async fn the_most_recently_returned_connection_goes_out_first() {
     assert_eq!(order, vec![2, 3, 1]);
 }
 
+/// A caller that names the connection it held last gets it back while it
+/// is idle, wherever it lies in the idle list; when it is not idle, the
+/// caller gets the one idle longest (the most recently returned ones are
+/// the likeliest to be wanted back); with no preference the order stays
+/// last in, first out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_preferred_connection_comes_back_to_its_caller() {
+    let server = server();
+    let s = open(server.addr(), "max_open=3&acquire_timeout=2s");
+    let a = s.pool.acquire(None).await.expect("a");
+    let b = s.pool.acquire(None).await.expect("b");
+    let c = s.pool.acquire(None).await.expect("c");
+    let (ida, idb, idc) = (a.id(), b.id(), c.id());
+    assert!(ida != 0 && idb != 0 && idc != 0 && ida != idb && idb != idc);
+    // Idle, oldest first: a, b, c.
+    drop(a);
+    drop(b);
+    drop(c);
+    let prefer = |id| s.pool.acquire_preferring(None, None, None, Some(id));
+    let got = prefer(ida).await.expect("preferring a");
+    assert_eq!(
+        (got.id(), got.serial),
+        (ida, 1),
+        "a, from the bottom of the list"
+    );
+    let again = prefer(ida).await.expect("a is held: another");
+    assert_eq!(again.id(), idb, "the one idle longest");
+    let rest = s.pool.acquire(None).await.expect("no preference");
+    assert_eq!(rest.id(), idc);
+    drop(again);
+    drop(rest);
+    // Idle: b, c. An id the pool never gave out is a preferred connection
+    // that is not idle: the one idle longest.
+    let unknown = prefer(u64::MAX).await.expect("unknown id");
+    assert_eq!(unknown.id(), idb);
+    assert_eq!(
+        n(&s.counts.connects),
+        3,
+        "no connection opened for a preference"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn close_fails_waiters_and_closes_connections_as_they_come_back() {
     let server = server();

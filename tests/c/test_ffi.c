@@ -56,6 +56,59 @@ static void test_codes_and_version(void) {
     CHECK(strlen(dp_version()) > 0, "version");
 }
 
+/* The backend pid behind a held connection, or -1. */
+static long backend_pid(dp_conn *conn) {
+    dp_error *err = NULL;
+    dp_result *r = NULL;
+    if (dp_conn_query(conn, NULL, "SELECT pg_backend_pid()", 0, NULL, &r, &err) != DP_OK) {
+        dp_error_free(err);
+        return -1;
+    }
+    long pid = atol(dp_result_value(r, 0, 0));
+    dp_result_free(r);
+    return pid;
+}
+
+/* dp_pool_acquire_prefer gives back the connection (and so the server
+ * process) named by dp_conn_id while it is idle, even when another was
+ * returned after it; otherwise some other one. */
+static void test_preferred_acquire(void) {
+    dp_error *err = NULL;
+    dp_pool *pool = NULL;
+    dp_code code = dp_pool_open(pg_url("sslmode=disable&max_open=2"), &pool, &err);
+    CHECK(code == DP_OK, "open: %s", msg(err));
+    if (code != DP_OK) { dp_error_free(err); return; }
+    dp_conn *a = NULL, *b = NULL;
+    CHECK(dp_pool_acquire(pool, NULL, &a, &err) == DP_OK, "a: %s", msg(err));
+    CHECK(dp_pool_acquire(pool, NULL, &b, &err) == DP_OK, "b: %s", msg(err));
+    if (a == NULL || b == NULL) { dp_conn_release(a); dp_conn_release(b); dp_pool_close(pool); return; }
+    uint64_t ida = dp_conn_id(a), idb = dp_conn_id(b);
+    CHECK(ida != 0 && idb != 0 && ida != idb, "ids %llu %llu", (unsigned long long)ida, (unsigned long long)idb);
+    long pida = backend_pid(a), pidb = backend_pid(b);
+    CHECK(pida > 0 && pidb > 0 && pida != pidb, "pids %ld %ld", pida, pidb);
+    /* b goes back last, so a plain acquire would get it. */
+    dp_conn_release(a);
+    dp_conn_release(b);
+    for (int round = 0; round < 3; round++) {
+        dp_conn *c = NULL;
+        CHECK(dp_pool_acquire_prefer(pool, NULL, ida, &c, &err) == DP_OK, "prefer a: %s", msg(err));
+        if (c == NULL) break;
+        CHECK(dp_conn_id(c) == ida, "round %d: id %llu", round, (unsigned long long)dp_conn_id(c));
+        CHECK(backend_pid(c) == pida, "round %d: the same server process", round);
+        /* While a is held, preferring it gives the other. */
+        dp_conn *d = NULL;
+        CHECK(dp_pool_acquire_prefer(pool, NULL, ida, &d, &err) == DP_OK, "prefer held a: %s", msg(err));
+        CHECK(d != NULL && dp_conn_id(d) == idb, "the other one");
+        dp_conn_release(d);
+        dp_conn_release(c);
+    }
+    dp_conn *z = NULL;
+    CHECK(dp_pool_acquire_prefer(pool, NULL, 0, &z, &err) == DP_OK, "prefer none: %s", msg(err));
+    CHECK(z != NULL && dp_conn_id(z) == ida, "no preference: the last returned");
+    dp_conn_release(z);
+    dp_pool_close(pool);
+}
+
 static void test_null_arguments(void) {
     dp_error *err = NULL;
     dp_pool *pool = NULL;
@@ -64,6 +117,8 @@ static void test_null_arguments(void) {
     dp_error_free(err);
     CHECK(dp_pool_open("postgres://h/db", NULL, NULL) == DP_INVALID_ARGUMENT, "NULL out-pointer");
     CHECK(dp_pool_acquire(NULL, NULL, NULL, NULL) == DP_INVALID_ARGUMENT, "NULL pool");
+    CHECK(dp_pool_acquire_prefer(NULL, NULL, 1, NULL, NULL) == DP_INVALID_ARGUMENT, "NULL pool");
+    CHECK(dp_conn_id(NULL) == 0, "NULL conn has id 0");
     CHECK(dp_pool_query(NULL, NULL, "SELECT 1", 0, NULL, NULL, NULL) == DP_INVALID_ARGUMENT, "NULL pool");
     CHECK(dp_conn_query(NULL, NULL, "SELECT 1", 0, NULL, NULL, NULL) == DP_INVALID_ARGUMENT, "NULL conn");
     CHECK(dp_result_value(NULL, 0, 0) == NULL, "NULL result");
@@ -1086,6 +1141,7 @@ int main(void) {
     test_null_arguments();
     test_bad_url();
     test_queries();
+    test_preferred_acquire();
     test_deadline_cancels_on_the_server();
     test_cancel_from_another_thread();
     test_dial();

@@ -416,6 +416,27 @@ impl<M: Manager> Pool<M> {
         cancel: Option<&CancelToken>,
         label: Option<&str>,
     ) -> Result<Pooled<M>> {
+        self.acquire_preferring(caller, cancel, label, None).await
+    }
+
+    /// As [`Pool::acquire_with`], taking the idle connection with id
+    /// `prefer` ([`Pooled::id`]) when it is idle, and the most recently
+    /// released one otherwise.
+    ///
+    /// For a caller that checks out per statement (a database/sql
+    /// connection, a thread): with the same connection each time, its
+    /// statements keep meeting the same server process. Shuffled between
+    /// callers, the server processes are woken on whichever CPU they last
+    /// ran on, which on a host shared with the server often means an idle
+    /// one and an interrupt to wake it: with 4 goroutines on 2 CPUs that
+    /// doubled the cross-CPU wakeups and cost ~25 % of the throughput.
+    pub async fn acquire_preferring(
+        &self,
+        caller: Option<Deadline>,
+        cancel: Option<&CancelToken>,
+        label: Option<&str>,
+        prefer: Option<u64>,
+    ) -> Result<Pooled<M>> {
         let inner = &self.inner;
         let mut waited = false;
         // Idle time and lifetime are judged on the coarse clock; the
@@ -429,7 +450,19 @@ impl<M: Manager> Pool<M> {
                 if st.closed {
                     return Err(pool_closed());
                 }
-                match st.idle.pop() {
+                // The idle list is in release order, so the preferred one,
+                // when idle, is usually near its end. When it is not idle,
+                // the oldest is taken: the most recently released ones are
+                // the likeliest to be wanted back by their last holders.
+                let taken = match prefer {
+                    Some(id) => match st.idle.iter().rposition(|c| c.id == id) {
+                        Some(at) => Some(st.idle.remove(at)),
+                        None if st.idle.is_empty() => None,
+                        None => Some(st.idle.remove(0)),
+                    },
+                    None => st.idle.pop(),
+                };
+                match taken {
                     Some(conn) => {
                         st.in_use += 1;
                         (Taken::Idle(conn), 0)
