@@ -325,6 +325,12 @@ pub struct Pool {
     name: Arc<str>,
 }
 
+thread_local! {
+    /// The pool (by [`pool::Pool::key`]) and connection of the calling
+    /// thread's last [`Pool::query_ctx`].
+    static LAST_ON_THREAD: std::cell::Cell<(usize, u64)> = const { std::cell::Cell::new((0, 0)) };
+}
+
 /// A session checked out of a [`Pool`]; goes back when dropped.
 pub struct Connection {
     pooled: pool::Pooled<DbManager>,
@@ -412,13 +418,24 @@ impl Pool {
 
     /// Acquire and query under one [`Ctx`]: the query gets what the acquire
     /// left of the caller's deadline.
+    ///
+    /// The statement asks for the connection the calling thread's last
+    /// statement on this pool ran on (see [`Pool::acquire_ctx_preferring`]):
+    /// a thread that runs its statements through the pool keeps meeting the
+    /// same server session while it is idle.
     pub async fn query_ctx(
         &self,
         sql: &str,
         params: &[Option<&str>],
         ctx: &Ctx,
     ) -> Result<QueryResult> {
-        let mut conn = self.acquire_ctx(ctx, None).await?;
+        let key = self.inner.key();
+        let prefer = LAST_ON_THREAD.with(|last| {
+            let (pool, id) = last.get();
+            (pool == key).then_some(id)
+        });
+        let mut conn = self.acquire_ctx_preferring(ctx, None, prefer).await?;
+        LAST_ON_THREAD.with(|last| last.set((key, conn.id())));
         conn.query_ctx(sql, params, ctx).await
     }
 

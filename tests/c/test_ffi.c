@@ -69,6 +69,22 @@ static long backend_pid(dp_conn *conn) {
     return pid;
 }
 
+/* Runs SELECT pg_backend_pid() through the pool; whether it ran on the
+ * server process `want` (any process when want is 0). */
+static int dp_pool_query_prefer_check(dp_pool *pool, long want, dp_result **r) {
+    dp_error *err = NULL;
+    if (dp_pool_query(pool, NULL, "SELECT pg_backend_pid()", 0, NULL, r, &err) != DP_OK) {
+        fprintf(stderr, "  pooled query: %s\n", dp_error_message(err));
+        dp_error_free(err);
+        return 0;
+    }
+    long got = atol(dp_result_value(*r, 0, 0));
+    dp_result_free(*r);
+    *r = NULL;
+    if (want != 0 && got != want) fprintf(stderr, "  server process %ld, want %ld\n", got, want);
+    return want == 0 || got == want;
+}
+
 /* dp_pool_acquire_prefer gives back the connection (and so the server
  * process) named by dp_conn_id while it is idle, even when another was
  * returned after it; otherwise some other one. */
@@ -106,6 +122,19 @@ static void test_preferred_acquire(void) {
     CHECK(dp_pool_acquire_prefer(pool, NULL, 0, &z, &err) == DP_OK, "prefer none: %s", msg(err));
     CHECK(z != NULL && dp_conn_id(z) == ida, "no preference: the last returned");
     dp_conn_release(z);
+
+    /* dp_pool_query prefers the connection of this thread's last pooled
+     * statement: a ran last, then b is returned after it, and the next
+     * pooled statement still meets a's server process. */
+    dp_result *r = NULL;
+    CHECK(dp_pool_query_prefer_check(pool, pida, &r), "a pooled statement");
+    dp_conn *x = NULL, *y = NULL;
+    CHECK(dp_pool_acquire_prefer(pool, NULL, ida, &x, &err) == DP_OK, "x: %s", msg(err));
+    CHECK(dp_pool_acquire(pool, NULL, &y, &err) == DP_OK, "y: %s", msg(err));
+    dp_conn_release(x);
+    dp_conn_release(y); /* b on top of the idle list */
+    for (int round = 0; round < 3; round++)
+        CHECK(dp_pool_query_prefer_check(pool, pida, &r), "round %d: the thread's last server process", round);
     dp_pool_close(pool);
 }
 

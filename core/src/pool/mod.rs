@@ -409,6 +409,13 @@ impl<M: Manager> Pool<M> {
         self.acquire_with(caller, None, label).await
     }
 
+    /// This pool's identity, shared by its clones: the address of their
+    /// common state (for a per-thread preference; a closed pool's address
+    /// may come back for a new one, which costs only a missed preference).
+    pub fn key(&self) -> usize {
+        Arc::as_ptr(&self.inner) as *const () as usize
+    }
+
     /// The general acquire: `cancel` stops the wait at once with CANCELLED.
     pub async fn acquire_with(
         &self,
