@@ -313,7 +313,9 @@ uint64_t dp_conn_id(const struct dp_conn *conn);
 
 // Acquires, runs `sql` with `nparams` text parameters (NULL entries are SQL
 // NULL) and releases, all under one ctx. Blocks. Thread-safe. On success
-// `*result` is owned by the caller (`dp_result_free`).
+// `*result` is owned by the caller (`dp_result_free`). The acquire prefers
+// the connection of the calling thread's last `dp_pool_query` on this
+// pool, as `dp_pool_acquire_prefer` does.
 enum dp_code dp_pool_query(const struct dp_pool *pool,
                            const struct dp_ctx *ctx,
                            const char *sql,

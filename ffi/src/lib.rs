@@ -885,7 +885,9 @@ pub extern "C" fn dp_conn_id(conn: *const dp_conn) -> u64 {
 
 /// Acquires, runs `sql` with `nparams` text parameters (NULL entries are SQL
 /// NULL) and releases, all under one ctx. Blocks. Thread-safe. On success
-/// `*result` is owned by the caller (`dp_result_free`).
+/// `*result` is owned by the caller (`dp_result_free`). The acquire prefers
+/// the connection of the calling thread's last `dp_pool_query` on this
+/// pool, as `dp_pool_acquire_prefer` does.
 #[no_mangle]
 pub extern "C" fn dp_pool_query(
     pool: *const dp_pool,
