@@ -259,11 +259,6 @@ impl AsyncWrite for Socket {
             Ok(fd) => fd,
             Err(e) => return Poll::Ready(Err(e)),
         };
-        // SAFETY: an all-zero msghdr is valid (no address, no control data).
-        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-        // IoSlice is ABI-compatible with iovec on Unix; sendmsg only reads.
-        msg.msg_iov = bufs.as_ptr() as *mut libc::iovec;
-        msg.msg_iovlen = bufs.len().min(libc::UIO_MAXIOV as usize) as _;
         // MSG_NOSIGNAL: a closed peer must give EPIPE, not kill a host
         // process (C, Go, Python) that did not ignore SIGPIPE.
         let flags = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
@@ -273,8 +268,17 @@ impl AsyncWrite for Socket {
             let sent = syscall_len(match bufs {
                 // SAFETY: `one` is alive and readable for the call.
                 [one] => unsafe { libc::send(fd, one.as_ptr().cast(), one.len(), flags) },
-                // SAFETY: `msg` points at `bufs`, alive for the call.
-                _ => unsafe { libc::sendmsg(fd, &msg, flags) },
+                _ => {
+                    // SAFETY: an all-zero msghdr is valid (no address, no
+                    // control data).
+                    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+                    // IoSlice is ABI-compatible with iovec on Unix; sendmsg
+                    // only reads.
+                    msg.msg_iov = bufs.as_ptr() as *mut libc::iovec;
+                    msg.msg_iovlen = bufs.len().min(libc::UIO_MAXIOV as usize) as _;
+                    // SAFETY: `msg` points at `bufs`, alive for the call.
+                    unsafe { libc::sendmsg(fd, &msg, flags) }
+                }
             });
             match sent {
                 Ok(n) => {

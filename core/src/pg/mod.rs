@@ -673,24 +673,21 @@ impl PgConnection {
         };
         let mut error: Option<Error> = None;
         loop {
-            if self.take_common_frame(&mut result, &mut caching)? {
-                continue;
+            match self.take_common_frame(&mut result, &mut caching)? {
+                Head::Taken => continue,
+                Head::Short => {
+                    if let Err(e) = self.wire.fill().await {
+                        self.state = State::Broken;
+                        return Err(e);
+                    }
+                    continue;
+                }
+                Head::Other => {}
             }
             // Set by a COPY FROM STDIN, refused after the match: nothing
             // awaited inside the match keeps the message in the future.
             let mut refuse_copy = false;
             match self.read_message().await? {
-                Message::DataRow(row) => {
-                    result.begin_row();
-                    let buf = row.buffer();
-                    let mut ranges = row.ranges();
-                    while let Some(range) = ranges.next().map_err(|e| self.malformed(e))? {
-                        let value = range.map(|r| &buf[r]);
-                        result
-                            .push_value(value)
-                            .map_err(|why| Error::new(Code::ProtocolError, why))?;
-                    }
-                }
                 Message::RowDescription(desc) => {
                     let mut cols = Vec::new();
                     let mut fields = desc.fields();
@@ -698,16 +695,6 @@ impl PgConnection {
                         cols.push(Column::new(f.name().to_string(), f.type_oid(), false));
                     }
                     result.set_columns(cols);
-                }
-                Message::CommandComplete(body) => {
-                    let tag = body.tag().map_err(|e| self.malformed(e))?;
-                    result.affected_rows = affected_rows(tag);
-                    result.command_tag = tag.to_string();
-                    if matches!(tag, "DISCARD ALL" | "DEALLOCATE ALL") {
-                        // The server dropped every prepared statement.
-                        self.cache.clear();
-                        caching = None;
-                    }
                 }
                 Message::ErrorResponse(body) => {
                     let e = error::query_error(&body, &self.wire.peer);
@@ -742,12 +729,9 @@ impl PgConnection {
                             .push(format!("{}: {}", f.severity, f.message));
                     }
                 }
-                Message::ParseComplete
-                | Message::BindComplete
-                | Message::CloseComplete
-                | Message::NoData
-                | Message::EmptyQueryResponse
-                | Message::NotificationResponse(_) => {}
+                // DataRow, CommandComplete and the completions without a
+                // body never get here: take_common_frame reads them.
+                Message::EmptyQueryResponse | Message::NotificationResponse(_) => {}
                 Message::CopyInResponse(_) => refuse_copy = true,
                 Message::CopyOutResponse(_) | Message::CopyData(_) | Message::CopyDone => {}
                 _ => return Err(self.unexpected("during a query")),
@@ -770,25 +754,30 @@ impl PgConnection {
 
     /// Takes the frame at the head of the read buffer when it is one that
     /// every statement's answer is made of (DataRow, CommandComplete, and
-    /// the completions without a body) and is all there: read in place,
-    /// where `Message::parse` would first split it off as a `Bytes` of its
-    /// own (an atomic count, and a promotion of the buffer) for it to be
-    /// dropped at once. False leaves the head to [`Self::read_message`],
-    /// which also reports a bad length.
+    /// the completions without a body): these are read in place, and only
+    /// here, where `Message::parse` would first split each off as a `Bytes`
+    /// of its own (an atomic count, and a promotion of the buffer) for it
+    /// to be dropped at once. [`Head::Short`]: read more first;
+    /// [`Head::Other`]: any other frame, or a bad length, for
+    /// [`Self::read_message`] (which reports the length).
     fn take_common_frame(
         &mut self,
         result: &mut QueryResult,
         caching: &mut Option<Arc<str>>,
-    ) -> Result<bool> {
+    ) -> Result<Head> {
         let buf = &self.wire.rbuf[..];
         let (kind, len) = match buf {
             [kind @ (b'D' | b'C' | b'1' | b'2' | b'3' | b'n'), a, b, c, d, ..] => {
                 (*kind, u32::from_be_bytes([*a, *b, *c, *d]) as usize)
             }
-            _ => return Ok(false),
+            [_, _, _, _, _, ..] => return Ok(Head::Other),
+            _ => return Ok(Head::Short),
         };
-        if !(4..=MAX_MESSAGE).contains(&len) || buf.len() < 1 + len {
-            return Ok(false);
+        if !(4..=MAX_MESSAGE).contains(&len) {
+            return Ok(Head::Other);
+        }
+        if buf.len() < 1 + len {
+            return Ok(Head::Short);
         }
         let body = &buf[5..1 + len];
         let taken = match kind {
@@ -815,7 +804,7 @@ impl PgConnection {
         match taken {
             Ok(()) => {
                 bytes::Buf::advance(&mut self.wire.rbuf, 1 + len);
-                Ok(true)
+                Ok(Head::Taken)
             }
             Err(why) => {
                 Err(self.malformed(std::io::Error::new(std::io::ErrorKind::InvalidData, why)))
@@ -1010,6 +999,15 @@ fn encode_error(e: std::io::Error) -> Error {
 
 /// The row count in a command tag: the last number of `INSERT 0 5`,
 /// `UPDATE 3`, `SELECT 7`, `DELETE 0`, `MERGE 2`, `COPY 10`, `FETCH 4`.
+/// What [`PgConnection::take_common_frame`] found at the head of the read
+/// buffer.
+enum Head {
+    Taken,
+    /// Not all there yet.
+    Short,
+    Other,
+}
+
 /// A DataRow's body (a column count, then each value as a length, -1
 /// for NULL, and its bytes) appended to `result` as a row.
 fn data_row(body: &[u8], result: &mut QueryResult) -> std::result::Result<(), &'static str> {
