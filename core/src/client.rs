@@ -406,6 +406,21 @@ impl Pool {
         Ok(Connection { pooled })
     }
 
+    /// The acquire's common case, at once and without a future: an idle
+    /// connection (the one with id `prefer` when it is idle) that needs no
+    /// ping. `None` when the acquire must wait, connect or ping: then call
+    /// [`Pool::acquire_ctx_preferring`]. The caller's ctx is not needed, as
+    /// nothing here waits.
+    pub fn try_acquire_idle(
+        &self,
+        label: Option<&str>,
+        prefer: Option<u64>,
+    ) -> Option<Result<Connection>> {
+        self.inner
+            .try_acquire_idle(label, prefer)
+            .map(|r| r.map(|pooled| Connection { pooled }))
+    }
+
     /// Acquire and query under one deadline.
     pub async fn query(
         &self,

@@ -132,12 +132,14 @@ fn check_pid(s: &Shared) -> Result<()> {
     Ok(())
 }
 
-/// The checks every call on the caller's thread makes, and that thread's
-/// parker.
-fn caller() -> Result<(
-    &'static Shared,
-    (std::sync::Arc<inline::Parker>, std::task::Waker),
-)> {
+/// The checks every blocking call makes, also those that end without
+/// the runtime (an idle connection handed out at once): the same refusals
+/// whether or not the call would have waited.
+pub fn check_caller() -> Result<()> {
+    checked().map(|_| ())
+}
+
+fn checked() -> Result<&'static Shared> {
     if tokio::runtime::Handle::try_current().is_ok() {
         return Err(Error::invalid_state(
             "a blocking dialpool call was made from inside an async runtime, where it would stall the \
@@ -146,24 +148,34 @@ fn caller() -> Result<(
     }
     let s = shared()?;
     check_pid(s)?;
-    let parker = inline::parker()
-        .map_err(|e| Error::internal(format!("cannot create the calling thread's eventfd: {e}")))?;
-    Ok((s, parker))
+    Ok(s)
+}
+
+/// Runs `f` with the checks every call on the caller's thread makes done,
+/// and that thread's parker, lent rather than cloned: two reference counts
+/// fewer per call.
+fn with_caller<R>(
+    f: impl FnOnce(&'static Shared, &(std::sync::Arc<inline::Parker>, std::task::Waker)) -> R,
+) -> Result<R> {
+    let s = checked()?;
+    inline::with_parker(|parker| f(s, parker))
+        .map_err(|e| Error::internal(format!("cannot create the calling thread's eventfd: {e}")))
 }
 
 /// Runs `fut` to completion on the internal runtime, blocking this thread.
 pub fn block_on<F: Future>(fut: F) -> Result<F::Output> {
-    let (s, parker) = caller()?;
-    // The runtime's context, so the future can create tokio resources
-    // (timers, sockets) that the workers drive.
-    let _context = s.runtime.enter();
     // Pinned here, once: an operation's future can be KBs, and every move
     // is a copy on every call.
     let fut = std::pin::pin!(fut);
-    match inline::drive(&parker, fut, false) {
-        Step::Ready(out) => Ok(out),
-        Step::Wait(_) => unreachable!("drive hands no wait back when asked not to"),
-    }
+    with_caller(|s, parker| {
+        // The runtime's context, so the future can create tokio resources
+        // (timers, sockets) that the workers drive.
+        let _context = s.runtime.enter();
+        match inline::drive(parker, fut, false) {
+            Step::Ready(out) => out,
+            Step::Wait(_) => unreachable!("drive hands no wait back when asked not to"),
+        }
+    })
 }
 
 /// What an operation run with [`step`] waits for before it can go on: one
@@ -196,9 +208,10 @@ pub enum Step<T> {
 /// deadline end its wait: a wake from another thread (a cancel) is seen at
 /// the next call, so whoever cancels must also end the caller's wait.
 pub fn step<F: Future + ?Sized>(fut: std::pin::Pin<&mut F>) -> Result<Step<F::Output>> {
-    let (s, parker) = caller()?;
-    let _context = s.runtime.enter();
-    Ok(inline::drive(&parker, fut, true))
+    with_caller(|s, parker| {
+        let _context = s.runtime.enter();
+        inline::drive(parker, fut, true)
+    })
 }
 
 /// The calling thread's side of [`block_on`]: its parker, the thread-local
@@ -273,8 +286,8 @@ pub mod inline {
     }
 
     thread_local! {
-        static PARKER: std::cell::RefCell<Option<(Arc<Parker>, Waker)>> =
-            const { std::cell::RefCell::new(None) };
+        static PARKER: std::cell::OnceCell<(Arc<Parker>, Waker)> =
+            const { std::cell::OnceCell::new() };
         /// Set while this thread runs [`drive`].
         static ACTIVE: Cell<bool> = const { Cell::new(false) };
         /// The earliest deadline that returned Pending during this poll
@@ -290,17 +303,19 @@ pub mod inline {
         static HAND_OFF: Cell<bool> = const { Cell::new(false) };
     }
 
-    /// This thread's parker and its waker, made once per thread.
-    pub(super) fn parker() -> io::Result<(Arc<Parker>, Waker)> {
+    /// Runs `f` with this thread's parker and its waker, made once per
+    /// thread.
+    pub(super) fn with_parker<R>(f: impl FnOnce(&(Arc<Parker>, Waker)) -> R) -> io::Result<R> {
         PARKER.with(|slot| {
-            let mut slot = slot.borrow_mut();
-            if let Some((p, w)) = slot.as_ref() {
-                return Ok((p.clone(), w.clone()));
-            }
-            let p = Arc::new(Parker::new()?);
-            let w = Waker::from(p.clone());
-            *slot = Some((p.clone(), w.clone()));
-            Ok((p, w))
+            let parker = match slot.get() {
+                Some(p) => p,
+                None => {
+                    let p = Arc::new(Parker::new()?);
+                    let made = (p.clone(), Waker::from(p));
+                    slot.get_or_init(|| made)
+                }
+            };
+            Ok(f(parker))
         })
     }
 

@@ -664,6 +664,83 @@ async fn a_preferred_connection_comes_back_to_its_caller() {
     );
 }
 
+/// The checkout without a future hands out what the async acquire would
+/// (the preferred connection, else the one idle longest; with no preference
+/// the newest), with the same accounting, and leaves to it everything that
+/// needs I/O or a wait: an empty idle list, a ping that is due. A dead idle
+/// connection is discarded on the way, as the async acquire does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_connection_is_handed_out_at_once() {
+    let server = server();
+    let s = open(server.addr(), "max_open=3&acquire_timeout=2s");
+    assert!(
+        s.pool.try_acquire_idle(None, None).is_none(),
+        "nothing idle yet: the async acquire connects"
+    );
+    let a = s.pool.acquire(None).await.expect("a");
+    let b = s.pool.acquire(None).await.expect("b");
+    let c = s.pool.acquire(None).await.expect("c");
+    let (ida, idb, idc) = (a.id(), b.id(), c.id());
+    drop(a);
+    drop(b);
+    drop(c);
+    let take = |prefer| {
+        s.pool
+            .try_acquire_idle(Some("fast"), prefer)
+            .expect("an idle connection")
+            .expect("no error")
+    };
+    let got_a = take(Some(ida));
+    assert_eq!(got_a.id(), ida, "the preferred one, from the bottom");
+    let got_b = take(Some(ida));
+    assert_eq!(got_b.id(), idb, "a is held: the one idle longest");
+    let got_c = take(None);
+    assert_eq!(got_c.id(), idc);
+    assert!(s.pool.try_acquire_idle(None, None).is_none(), "all held");
+    let st = s.pool.stats();
+    assert_eq!((st.in_use, st.idle, st.acquire_count), (3, 0, 6));
+    drop(got_a);
+    drop(got_b);
+    drop(got_c);
+    assert_eq!(s.pool.stats().in_use, 0);
+
+    // Dead idle connections are discarded on the way, and with nothing
+    // else idle the caller is sent to the async acquire.
+    server.close_all();
+    assert!(
+        eventually(Duration::from_secs(2), || server.open() == 0).await,
+        "the server closed the connections"
+    );
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(s.pool.try_acquire_idle(None, Some(ida)).is_none());
+    let st = s.pool.stats();
+    assert_eq!((st.closed_dead, st.open, st.idle), (3, 0, 0));
+
+    // A connection idle past ping_after is the async acquire's to ping.
+    drop(s);
+    let server = self::server();
+    let s = open(
+        server.addr(),
+        "max_open=1&acquire_timeout=2s&ping_after=50ms",
+    );
+    drop(s.pool.acquire(None).await.expect("first"));
+    tokio::time::sleep(Duration::from_millis(120)).await;
+    assert!(
+        s.pool.try_acquire_idle(None, None).is_none(),
+        "a ping is due"
+    );
+    assert_eq!(s.pool.stats().idle, 1, "left where it was");
+    let pinged = s.pool.acquire(None).await.expect("pinged");
+    assert_eq!(n(&s.counts.pings), 1);
+    drop(pinged);
+
+    s.pool.close();
+    match s.pool.try_acquire_idle(None, None) {
+        Some(Err(e)) => assert_eq!(e.code(), Code::PoolClosed, "{e}"),
+        other => panic!("a closed pool: {:?}", other.map(|r| r.map(|c| c.id()))),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn close_fails_waiters_and_closes_connections_as_they_come_back() {
     let server = server();

@@ -867,8 +867,16 @@ fn acquire(
         return invalid(err, "conn (the out-pointer) is NULL");
     }
     guard(err, || {
-        let ctx = ctx_of(ctx);
-        let c = dialpool::runtime::block_on(p.pool.acquire_ctx_preferring(&ctx, None, prefer))??;
+        // An idle connection is handed out without the executor; the
+        // refusals of a blocking call still apply.
+        dialpool::runtime::check_caller()?;
+        let c = match p.pool.try_acquire_idle(None, prefer) {
+            Some(c) => c?,
+            None => {
+                let ctx = ctx_of(ctx);
+                dialpool::runtime::block_on(p.pool.acquire_ctx_preferring(&ctx, None, prefer))??
+            }
+        };
         write_out(conn, Box::new(dp_conn { conn: c }));
         Ok(())
     })

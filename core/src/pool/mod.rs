@@ -291,6 +291,23 @@ fn coarse_ns() -> Option<u64> {
     None
 }
 
+/// Which idle connection an acquire takes. The idle list is in release
+/// order, so the preferred one, when idle, is usually near its end. When it
+/// is not idle, the oldest is taken: the most recently released ones are the
+/// likeliest to be wanted back by their last holders. Without a preference,
+/// the most recently released (warm caches, and the rest can reach
+/// `max_idle_time`).
+fn pick_idle<C>(idle: &[Conn<C>], prefer: Option<u64>) -> Option<usize> {
+    match prefer {
+        Some(id) => match idle.iter().rposition(|c| c.id == id) {
+            Some(at) => Some(at),
+            None if idle.is_empty() => None,
+            None => Some(0),
+        },
+        None => idle.len().checked_sub(1),
+    }
+}
+
 /// A pool of connections made by `M`. Cheap to clone; all clones share it.
 /// Dropping the last clone closes the pool, so its background connects stop
 /// and its idle connections are closed even if nobody called `close()`.
@@ -457,18 +474,7 @@ impl<M: Manager> Pool<M> {
                 if st.closed {
                     return Err(pool_closed());
                 }
-                // The idle list is in release order, so the preferred one,
-                // when idle, is usually near its end. When it is not idle,
-                // the oldest is taken: the most recently released ones are
-                // the likeliest to be wanted back by their last holders.
-                let taken = match prefer {
-                    Some(id) => match st.idle.iter().rposition(|c| c.id == id) {
-                        Some(at) => Some(st.idle.remove(at)),
-                        None if st.idle.is_empty() => None,
-                        None => Some(st.idle.remove(0)),
-                    },
-                    None => st.idle.pop(),
-                };
+                let taken = pick_idle(&st.idle, prefer).map(|at| st.idle.remove(at));
                 match taken {
                     Some(conn) => {
                         st.in_use += 1;
@@ -552,24 +558,50 @@ impl<M: Manager> Pool<M> {
                 }
                 _ => (now, now_ns, Duration::ZERO),
             };
-            inner.hot.acquire_count.fetch_add(1, Ordering::Relaxed);
-            if waited {
-                inner.hot.wait_count.fetch_add(1, Ordering::Relaxed);
-                inner
-                    .hot
-                    .wait_nanos
-                    .fetch_add(wait.as_nanos() as u64, Ordering::Relaxed);
+            return Ok(inner.checked_out(conn, (acquired, acquired_ns), wait, waited, label));
+        }
+    }
+
+    /// The acquire's common case without a future: an idle connection that
+    /// passes the checks without I/O and is not due a ping. `None` when
+    /// there is none (nothing idle, or a ping due): then [`Pool::acquire_preferring`]
+    /// does the rest. It never waits, so it needs neither a runtime nor
+    /// the caller's deadline; a blocking caller saves the executor's setup
+    /// around a checkout that is over in one poll.
+    pub fn try_acquire_idle(
+        &self,
+        label: Option<&str>,
+        prefer: Option<u64>,
+    ) -> Option<Result<Pooled<M>>> {
+        let inner = &self.inner;
+        let (mut now, mut now_ns) = inner.clock.now_ns();
+        loop {
+            let conn = {
+                let mut st = inner.state.lock();
+                if st.closed {
+                    return Some(Err(pool_closed()));
+                }
+                let at = pick_idle(&st.idle, prefer)?;
+                // Decided before the connection leaves the list, so that a
+                // ping is left to the async path with nothing to undo.
+                if now.saturating_duration_since(st.idle[at].last_used) >= inner.opts.ping_after {
+                    return None;
+                }
+                st.in_use += 1;
+                st.idle.remove(at)
+            };
+            match inner.check_idle(conn, now) {
+                None => (now, now_ns) = inner.clock.now_ns(),
+                Some((conn, _)) => {
+                    return Some(Ok(inner.checked_out(
+                        conn,
+                        (now, now_ns),
+                        Duration::ZERO,
+                        false,
+                        label,
+                    )))
+                }
             }
-            inner.metrics.wait_time.record(wait);
-            let lease = inner.lease(label);
-            inner.emit(|| Event::Acquire { wait, label });
-            return Ok(Pooled {
-                conn: Some(conn),
-                inner: inner.clone(),
-                acquired,
-                acquired_ns,
-                lease,
-            });
         }
     }
 
@@ -936,6 +968,35 @@ impl<M: Manager> Inner<M> {
         }
         // Callers set `last_used` when the connection came back.
         st.idle.push(conn);
+    }
+
+    /// Hands out a connection the acquire has taken: the counters, the
+    /// lease and the event.
+    fn checked_out(
+        self: &Arc<Self>,
+        conn: Conn<M::Connection>,
+        (acquired, acquired_ns): (Instant, u64),
+        wait: Duration,
+        waited: bool,
+        label: Option<&str>,
+    ) -> Pooled<M> {
+        self.hot.acquire_count.fetch_add(1, Ordering::Relaxed);
+        if waited {
+            self.hot.wait_count.fetch_add(1, Ordering::Relaxed);
+            self.hot
+                .wait_nanos
+                .fetch_add(wait.as_nanos() as u64, Ordering::Relaxed);
+        }
+        self.metrics.wait_time.record(wait);
+        let lease = self.lease(label);
+        self.emit(|| Event::Acquire { wait, label });
+        Pooled {
+            conn: Some(conn),
+            inner: self.clone(),
+            acquired,
+            acquired_ns,
+            lease,
+        }
     }
 
     /// The checks of an idle connection that need no I/O: lifetime, idle
