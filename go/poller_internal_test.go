@@ -46,15 +46,7 @@ func TestNetpollerPathResultDeadlineAndCancel(t *testing.T) {
 				}
 				t.Skipf("%s is not set", d.env)
 			}
-			db, err := OpenDB(base + d.options)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer db.Close()
-			var pool *cpool
-			if err := withConnector(db, "test", func(c *Connector) error { pool = c.pool; return nil }); err != nil {
-				t.Fatal(err)
-			}
+			db, pool := openWithPool(t, base+d.options)
 			netpollerPath(t, db, pool, d.result, d.company, d.sleep, d.running)
 		})
 	}
@@ -110,4 +102,58 @@ func netpollerPath(t *testing.T, db *sql.DB, pool *cpool, result, company, sleep
 	if left != 0 {
 		t.Fatalf("%d statements still running on the server", left)
 	}
+}
+
+// A goroutine whose statements run alone in the pool waits in C and never
+// parks; it must still go through the scheduler every few milliseconds, or
+// sysmon preempts it and takes its P during each statement (see
+// passScheduler).
+func TestStatementsAloneGoThroughTheScheduler(t *testing.T) {
+	base := os.Getenv("DIALPOOL_TEST_PG_URL")
+	if base == "" {
+		if os.Getenv("DIALPOOL_REQUIRE_FAULTS") == "1" {
+			t.Fatal("DIALPOOL_TEST_PG_URL is not set")
+		}
+		t.Skip("DIALPOOL_TEST_PG_URL is not set")
+	}
+	db, pool := openWithPool(t, base+"?sslmode=disable&max_open=2")
+	// Bounded in count and time; on a loaded machine fewer statements fit,
+	// and one yield per yieldEvery is all that is asserted.
+	var yields, statements int
+	last := pool.lastYield.Load()
+	start := time.Now()
+	for statements < 20000 && time.Since(start) < 300*time.Millisecond {
+		var n int
+		if err := db.QueryRow("SELECT 1").Scan(&n); err != nil || n != 1 {
+			t.Fatalf("statement %d: %d, %v", statements, n, err)
+		}
+		statements++
+		if at := pool.lastYield.Load(); at != last {
+			if time.Duration(at-last) < yieldEvery && last != 0 {
+				t.Fatalf("yielded after %v, sooner than every %v", time.Duration(at-last), yieldEvery)
+			}
+			last = at
+			yields++
+		}
+	}
+	elapsed := time.Since(start)
+	if want := int(elapsed/yieldEvery) / 4; yields < want || yields == 0 {
+		t.Fatalf("%d yields in %v over %d statements; want at least %d", yields, elapsed, statements, want)
+	}
+}
+
+// openWithPool opens a DB for url, closed when the test ends, and its core
+// pool.
+func openWithPool(t *testing.T, url string) (*sql.DB, *cpool) {
+	t.Helper()
+	db, err := OpenDB(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	var pool *cpool
+	if err := withConnector(db, "test", func(c *Connector) error { pool = c.pool; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	return db, pool
 }
