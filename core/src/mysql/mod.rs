@@ -19,7 +19,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
 use mysql_common::constants::{CapabilityFlags, StatusFlags};
 use mysql_common::io::ParseBuf;
 use mysql_common::packets::{
@@ -38,8 +37,8 @@ use crate::stream::{Stream, Wire, MAX_MESSAGE};
 
 use self::error::{ServerFields, ER_QUERY_INTERRUPTED, SQLSTATE_INTERRUPTED};
 use self::packet::{
-    Link, COM_PING, COM_QUERY, COM_QUIT, COM_RESET_CONNECTION, COM_STMT_CLOSE, COM_STMT_EXECUTE,
-    COM_STMT_PREPARE,
+    Link, Packet, COM_PING, COM_QUERY, COM_QUIT, COM_RESET_CONNECTION, COM_STMT_CLOSE,
+    COM_STMT_EXECUTE, COM_STMT_PREPARE,
 };
 use self::value::ColumnMeta;
 
@@ -87,8 +86,10 @@ enum Step {
     Err(ServerFields),
     /// A result set starts with this many columns.
     ResultSet(u64),
-    Column(BytesMut),
-    Row(BytesMut),
+    /// A column definition: its packet is the caller's (see `step_keep`).
+    Column,
+    /// A row: its packet is the caller's (see `step_keep`).
+    Row,
     /// The end of a result set's rows.
     RowsDone(OkInfo),
     /// The server asks for a local file (never wanted: refused).
@@ -692,28 +693,56 @@ impl MysqlConnection {
     /// Reads one packet and moves `expect` on. Cancel-safe: the packet is
     /// consumed and `expect` advanced in one synchronous step.
     async fn step(&mut self) -> Result<Step> {
-        let packet = match self.link.read_packet().await {
+        let (step, packet) = self.step_keep().await?;
+        self.link.consume(packet);
+        Ok(step)
+    }
+
+    /// As [`Self::step`], but the packet of a column definition or a row
+    /// stays in the read buffer for the caller, who reads it there
+    /// ([`Packet::payload`]) and must [`Link::consume`] it before its next
+    /// `.await`: the same synchronous stretch as the step, so the same
+    /// cancel safety, with no copy or split of the buffer per packet.
+    async fn step_keep(&mut self) -> Result<(Step, Packet)> {
+        let packet = match self.link.read_in_place().await {
             Ok(p) => p,
             Err(e) => {
                 self.state = State::Broken;
                 return Err(e);
             }
         };
+        // The buffer is lent out while the packet is looked at, so that the
+        // session's methods (a bad packet marks the session broken) can run
+        // beside it. Taking and giving back an empty BytesMut costs nothing.
+        let rbuf = std::mem::take(&mut self.link.wire.rbuf);
+        let step = self.classify(packet.payload(&rbuf));
+        self.link.wire.rbuf = rbuf;
+        match step {
+            Ok(kept @ (Step::Column | Step::Row)) => Ok((kept, packet)),
+            other => {
+                self.link.consume(packet);
+                other.map(|s| (s, Packet::InBuf(0)))
+            }
+        }
+    }
+
+    /// What one packet means where the command stands; moves `expect` on.
+    fn classify(&mut self, packet: &[u8]) -> Result<Step> {
         let first = packet.first().copied();
         let deprecate_eof = self.caps.contains(CapabilityFlags::CLIENT_DEPRECATE_EOF);
         match self.expect {
             Expect::Idle => Err(self.unexpected("while no command was running")),
             Expect::Result { binary } => match first {
                 Some(0x00) => {
-                    let ok = self.parse_ok(&packet)?;
+                    let ok = self.parse_ok(packet)?;
                     self.after_status(binary);
                     Ok(Step::Ok(ok))
                 }
-                Some(0xFF) => self.err_step(&packet),
+                Some(0xFF) => self.err_step(packet),
                 // LOCAL INFILE: `expect` stays, the server answers our
                 // (empty) reply with OK or ERR.
                 Some(0xFB) => Ok(Step::LocalInfile),
-                _ => match value::column_count(&packet) {
+                _ => match value::column_count(packet) {
                     Some(n) => {
                         self.expect = Expect::Columns { left: n, binary };
                         Ok(Step::ResultSet(n))
@@ -723,7 +752,7 @@ impl MysqlConnection {
             },
             Expect::Columns { left, binary } => {
                 if first == Some(0xFF) {
-                    return self.err_step(&packet);
+                    return self.err_step(packet);
                 }
                 self.expect = if left > 1 {
                     Expect::Columns {
@@ -735,7 +764,7 @@ impl MysqlConnection {
                 } else {
                     Expect::ColumnsEof { binary }
                 };
-                Ok(Step::Column(packet))
+                Ok(Step::Column)
             }
             Expect::ColumnsEof { binary } => {
                 if first != Some(0xFE) || packet.len() >= 9 {
@@ -752,16 +781,16 @@ impl MysqlConnection {
                     if (deprecate_eof && packet.len() < packet::MAX_PAYLOAD)
                         || (!deprecate_eof && packet.len() < 9) =>
                 {
-                    let ok = self.parse_terminator(&packet)?;
+                    let ok = self.parse_terminator(packet)?;
                     self.after_status(binary);
                     Ok(Step::RowsDone(ok))
                 }
-                Some(0xFF) => self.err_step(&packet),
-                _ => Ok(Step::Row(packet)),
+                Some(0xFF) => self.err_step(packet),
+                _ => Ok(Step::Row),
             },
             Expect::Prepared => match first {
                 Some(0x00) => {
-                    let stmt: StmtPacket = ParseBuf(&packet).parse(()).map_err(|e| {
+                    let stmt: StmtPacket = ParseBuf(packet).parse(()).map_err(|e| {
                         self.protocol_error(format!("a malformed COM_STMT_PREPARE answer ({e})"))
                     })?;
                     let with_eof = |n: u16| u32::from(n) + u32::from(n > 0 && !deprecate_eof);
@@ -778,7 +807,7 @@ impl MysqlConnection {
                         params: stmt.num_params(),
                     })
                 }
-                Some(0xFF) => self.err_step(&packet),
+                Some(0xFF) => self.err_step(packet),
                 _ => Err(self.unexpected("in answer to COM_STMT_PREPARE")),
             },
             Expect::PrepareDefs { left } => {
@@ -791,11 +820,11 @@ impl MysqlConnection {
             }
             Expect::Ok => match first {
                 Some(0x00) => {
-                    let ok = self.parse_ok(&packet)?;
+                    let ok = self.parse_ok(packet)?;
                     self.expect = Expect::Idle;
                     Ok(Step::Ok(ok))
                 }
-                Some(0xFF) => self.err_step(&packet),
+                Some(0xFF) => self.err_step(packet),
                 _ => Err(self.unexpected("where OK or ERR was due")),
             },
         }
@@ -1040,7 +1069,8 @@ impl MysqlConnection {
             // Answered after the match: nothing awaited inside it keeps the
             // step (and its packet) in the future.
             let mut refuse_infile = false;
-            match self.step().await? {
+            let (step, packet) = self.step_keep().await?;
+            match step {
                 Step::Ok(ok) => last_ok = Some(ok),
                 Step::Err(f) => failed = Some(self.server_error(&f)),
                 Step::ResultSet(n) => {
@@ -1049,13 +1079,15 @@ impl MysqlConnection {
                     self.columns_raw.clear();
                     expected_columns = n;
                 }
-                Step::Column(p) => {
+                Step::Column => {
                     // Kept as length + bytes; parsed once the last one is in.
-                    let len = u32::try_from(p.len()).map_err(|_| {
+                    let len = u32::try_from(self.link.payload(&packet).len()).map_err(|_| {
                         self.protocol_error("a column definition larger than 4 GiB".to_string())
                     })?;
                     self.columns_raw.extend_from_slice(&len.to_le_bytes());
-                    self.columns_raw.extend_from_slice(&p);
+                    self.columns_raw
+                        .extend_from_slice(packet.payload(&self.link.wire.rbuf));
+                    self.link.consume(packet);
                     if matches!(self.expect, Expect::Rows { .. } | Expect::ColumnsEof { .. }) {
                         let (columns, parsed) = self.result_columns()?;
                         if columns.len() as u64 != expected_columns {
@@ -1068,17 +1100,19 @@ impl MysqlConnection {
                         metas = Some(parsed);
                     }
                 }
-                Step::Row(p) => {
+                Step::Row => {
+                    let p = packet.payload(&self.link.wire.rbuf);
                     let decoded = if binary {
                         value::binary_row(
-                            &p,
+                            p,
                             metas.as_deref().map_or(&[], |m| &m[..]),
                             &mut current,
                             &mut self.scratch,
                         )
                     } else {
-                        value::text_row(&p, metas.as_ref().map_or(0, |m| m.len()), &mut current)
+                        value::text_row(p, metas.as_ref().map_or(0, |m| m.len()), &mut current)
                     };
+                    self.link.consume(packet);
                     decoded
                         .map_err(|why| self.protocol_error(format!("a malformed row: {why}")))?;
                 }

@@ -26,6 +26,24 @@ pub(super) const COM_STMT_EXECUTE: u8 = 0x17;
 pub(super) const COM_STMT_CLOSE: u8 = 0x19;
 pub(super) const COM_RESET_CONNECTION: u8 = 0x1f;
 
+/// A packet from [`Link::read_in_place`]: at the front of `rbuf` up to
+/// this offset (header included), or joined from several parts.
+#[derive(Debug)]
+pub(super) enum Packet {
+    InBuf(usize),
+    Joined(BytesMut),
+}
+
+impl Packet {
+    /// The payload, given the `rbuf` the packet was read into.
+    pub fn payload<'a>(&'a self, rbuf: &'a [u8]) -> &'a [u8] {
+        match self {
+            Packet::InBuf(end) => rbuf.get(4..*end).unwrap_or_default(),
+            Packet::Joined(payload) => payload,
+        }
+    }
+}
+
 /// The wire plus the packet sequence id.
 pub(super) struct Link {
     pub wire: Wire,
@@ -47,6 +65,54 @@ impl Link {
                 None => self.wire.fill().await?,
             }
         }
+    }
+
+    /// The next logical packet, reading as needed, left where it is when it
+    /// came in one part (almost every packet): its sequence id is checked
+    /// and counted, but it stays in `rbuf` until [`Link::consume`], so that
+    /// reading it costs no split of the buffer. Whoever gets it must
+    /// consume it before the next `.await` (cancel safety: see the module).
+    pub async fn read_in_place(&mut self) -> Result<Packet> {
+        loop {
+            if let Some(end) = self.single_part()? {
+                return Ok(Packet::InBuf(end));
+            }
+            match self.complete_packet()? {
+                Some(payload) => return Ok(Packet::Joined(payload)),
+                None => self.wire.fill().await?,
+            }
+        }
+    }
+
+    /// A packet's payload.
+    pub fn payload<'a>(&'a self, packet: &'a Packet) -> &'a [u8] {
+        packet.payload(&self.wire.rbuf)
+    }
+
+    /// Takes a packet from [`Link::read_in_place`] out of `rbuf`.
+    pub fn consume(&mut self, packet: Packet) {
+        if let Packet::InBuf(end) = packet {
+            self.wire.rbuf.advance(end);
+        }
+    }
+
+    /// The end of the packet at the front of `rbuf` when it is complete and
+    /// whole in one part; its sequence id checked and counted.
+    fn single_part(&mut self) -> Result<Option<usize>> {
+        let buf = &self.wire.rbuf;
+        if buf.len() < 4 {
+            return Ok(None);
+        }
+        let len = u32::from_le_bytes([buf[0], buf[1], buf[2], 0]) as usize;
+        if len >= MAX_PAYLOAD || buf.len() < 4 + len {
+            return Ok(None); // continued, or not all here: complete_packet
+        }
+        let seq = buf[3];
+        if seq != self.seq {
+            return Err(self.malformed(format!("packet sequence {seq} where {} was due", self.seq)));
+        }
+        self.seq = self.seq.wrapping_add(1);
+        Ok(Some(4 + len))
     }
 
     /// Takes one logical packet out of `rbuf` if all its parts are there.
@@ -298,6 +364,55 @@ mod tests {
         // Exactly MAX_PAYLOAD: an empty trailing part.
         a.write_packet(&[&vec![1u8; MAX_PAYLOAD]]);
         assert_eq!(a.wire.wbuf.len(), 4 + MAX_PAYLOAD + 4);
+    }
+
+    /// A packet in one part is read where it lies: counted, then left in
+    /// the buffer until consumed; one in several parts is joined; one not
+    /// all there yet is waited for; a wrong sequence id is refused.
+    #[tokio::test]
+    async fn packets_are_read_in_place() {
+        use tokio::io::AsyncWriteExt;
+        let (mut a, mut peer) = link().await;
+        a.wire
+            .rbuf
+            .extend_from_slice(&[2, 0, 0, 0, b'a', b'b', 1, 0, 0, 1, b'c']);
+        let p = a.read_in_place().await.expect("first");
+        assert!(matches!(p, Packet::InBuf(6)), "{p:?}");
+        assert_eq!(a.payload(&p), b"ab");
+        assert_eq!((a.seq, a.wire.rbuf.len()), (1, 11), "counted, not consumed");
+        a.consume(p);
+        let p = a.read_in_place().await.expect("second");
+        assert_eq!(a.payload(&p), b"c");
+        a.consume(p);
+        assert!(a.wire.rbuf.is_empty());
+        assert_eq!(a.seq, 2);
+
+        // Not all there: read_in_place reads on.
+        a.wire.rbuf.extend_from_slice(&[3, 0, 0, 2, 7]);
+        peer.write_all(&[8, 9]).await.expect("rest");
+        let p = a.read_in_place().await.expect("completed by a read");
+        assert_eq!(a.payload(&p), &[7, 8, 9]);
+        a.consume(p);
+
+        // Two parts: joined and taken out at once.
+        a.seq = 0;
+        a.write_command(COM_QUERY, &vec![5u8; MAX_PAYLOAD + 2]);
+        let written = a.wire.wbuf.split();
+        a.wire.rbuf.extend_from_slice(&written);
+        a.seq = 0;
+        let p = a.read_in_place().await.expect("joined");
+        assert!(matches!(p, Packet::Joined(_)));
+        assert_eq!(a.payload(&p).len(), MAX_PAYLOAD + 3);
+        assert!(a.wire.rbuf.is_empty(), "taken out with the join");
+        a.consume(p);
+        assert_eq!(a.seq, 2);
+
+        a.wire.rbuf.extend_from_slice(&[1, 0, 0, 9, 0]);
+        let e = a
+            .read_in_place()
+            .await
+            .expect_err("sequence 9 where 2 was due");
+        assert_eq!(e.code(), Code::ProtocolError, "{e}");
     }
 
     #[tokio::test]
