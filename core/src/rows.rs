@@ -49,8 +49,11 @@ const NULL: (u32, u32) = (u32::MAX, u32::MAX);
 #[derive(Clone, PartialEq, Eq)]
 pub struct QueryResult {
     /// Shared with the statement cache: a cached statement's result gets
-    /// its columns without copying every name.
-    columns: std::sync::Arc<Vec<Column>>,
+    /// its columns without copying every name. None when there are none,
+    /// so that an empty result touches no reference count: a shared empty
+    /// list's count was one cache line that every thread's statements
+    /// wrote to.
+    columns: Option<std::sync::Arc<Vec<Column>>>,
     data: Vec<u8>,
     cells: Vec<(u32, u32)>,
     rows: usize,
@@ -68,24 +71,10 @@ pub struct QueryResult {
 }
 
 impl Default for QueryResult {
-    /// No columns yet. The empty column list is one shared `Arc`, so that
-    /// making a result costs no allocation until it has data.
+    /// No columns yet: no allocation until the result has data.
     fn default() -> QueryResult {
-        static NO_COLUMNS: std::sync::OnceLock<std::sync::Arc<Vec<Column>>> =
-            std::sync::OnceLock::new();
-        QueryResult::with_shared_columns(NO_COLUMNS.get_or_init(Default::default).clone())
-    }
-}
-
-impl QueryResult {
-    pub fn new(columns: Vec<Column>) -> QueryResult {
-        QueryResult::with_shared_columns(std::sync::Arc::new(columns))
-    }
-
-    /// A result whose columns are shared with a statement cache.
-    pub fn with_shared_columns(columns: std::sync::Arc<Vec<Column>>) -> QueryResult {
         QueryResult {
-            columns,
+            columns: None,
             data: Vec::new(),
             cells: Vec::new(),
             rows: 0,
@@ -96,26 +85,39 @@ impl QueryResult {
             notices: Vec::new(),
         }
     }
+}
+
+impl QueryResult {
+    pub fn new(columns: Vec<Column>) -> QueryResult {
+        QueryResult::with_shared_columns(std::sync::Arc::new(columns))
+    }
+
+    /// A result whose columns are shared with a statement cache.
+    pub fn with_shared_columns(columns: std::sync::Arc<Vec<Column>>) -> QueryResult {
+        let mut r = QueryResult::default();
+        r.set_shared_columns(columns);
+        r
+    }
 
     pub fn columns(&self) -> &[Column] {
-        &self.columns
+        self.columns.as_deref().map_or(&[], |c| &c[..])
     }
 
     pub fn set_columns(&mut self, columns: Vec<Column>) {
-        self.columns = std::sync::Arc::new(columns);
+        self.columns = (!columns.is_empty()).then(|| std::sync::Arc::new(columns));
     }
 
     /// The columns as shared with a statement cache.
     pub fn shared_columns(&self) -> std::sync::Arc<Vec<Column>> {
-        self.columns.clone()
+        self.columns.clone().unwrap_or_default()
     }
 
     pub fn set_shared_columns(&mut self, columns: std::sync::Arc<Vec<Column>>) {
-        self.columns = columns;
+        self.columns = (!columns.is_empty()).then_some(columns);
     }
 
     pub fn column_count(&self) -> usize {
-        self.columns.len()
+        self.columns().len()
     }
 
     pub fn row_count(&self) -> usize {
@@ -156,10 +158,10 @@ impl QueryResult {
     /// Where a value lies in `data` (its NUL at `end`); `None` for SQL NULL
     /// or out of range.
     fn span(&self, row: usize, col: usize) -> Option<(usize, usize)> {
-        if row >= self.rows || col >= self.columns.len() {
+        if row >= self.rows || col >= self.column_count() {
             return None;
         }
-        let (start, end) = *self.cells.get(row * self.columns.len() + col)?;
+        let (start, end) = *self.cells.get(row * self.column_count() + col)?;
         (start, end)
             .ne(&NULL)
             .then_some((start as usize, end as usize))
@@ -187,13 +189,13 @@ impl QueryResult {
     /// Whether the cell is SQL NULL (false when out of range).
     pub fn is_null(&self, row: usize, col: usize) -> bool {
         row < self.rows
-            && col < self.columns.len()
-            && self.cells.get(row * self.columns.len() + col) == Some(&NULL)
+            && col < self.column_count()
+            && self.cells.get(row * self.column_count() + col) == Some(&NULL)
     }
 
     /// The index of the column called `name`.
     pub fn column_index(&self, name: &str) -> Option<usize> {
-        self.columns.iter().position(|c| c.name == name)
+        self.columns().iter().position(|c| c.name == name)
     }
 }
 
@@ -202,7 +204,7 @@ impl fmt::Debug for QueryResult {
         f.debug_struct("QueryResult")
             .field(
                 "columns",
-                &self.columns.iter().map(|c| &c.name).collect::<Vec<_>>(),
+                &self.columns().iter().map(|c| &c.name).collect::<Vec<_>>(),
             )
             .field("rows", &self.rows)
             .field("command_tag", &self.command_tag)
@@ -214,6 +216,26 @@ impl fmt::Debug for QueryResult {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// No columns is one state however it was reached, so results compare
+    /// equal and a cache handed an empty list hands it back.
+    #[test]
+    fn an_empty_column_list_is_no_columns() {
+        let empty = std::sync::Arc::new(Vec::new());
+        let shared = QueryResult::with_shared_columns(empty);
+        assert_eq!(shared, QueryResult::default());
+        assert_eq!(QueryResult::new(Vec::new()), QueryResult::default());
+        assert!(QueryResult::default().shared_columns().is_empty());
+        assert_eq!(QueryResult::default().column_count(), 0);
+        let cols = std::sync::Arc::new(vec![Column::new("a".into(), 23, false)]);
+        let mut r = QueryResult::default();
+        r.set_shared_columns(cols.clone());
+        assert!(
+            std::sync::Arc::ptr_eq(&r.shared_columns(), &cols),
+            "shared, not copied"
+        );
+        assert_eq!(r.column_count(), 1);
+    }
 
     #[test]
     fn cells_and_nulls() {
