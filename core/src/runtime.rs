@@ -221,10 +221,10 @@ pub mod inline {
     use std::future::Future;
     use std::io;
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     use std::sync::Arc;
     use std::task::{Context, Poll, Wake, Waker};
-    use std::time::Instant;
+    use std::time::{Duration, Instant};
 
     use super::{SocketWait, Step};
 
@@ -414,10 +414,75 @@ pub mod inline {
             let until = NEXT_WAKE.with(Cell::get);
             // Every way out (a socket ready, a wake, the deadline, a signal)
             // leads to a new poll, which finds out what happened.
-            let _ = ppoll(&mut fds, until);
+            let alone = WAITING.fetch_add(1, Ordering::SeqCst) == 0;
+            if !(alone && spin(&mut fds, until)) {
+                let _ = ppoll(&mut fds, until);
+            }
+            WAITING.fetch_sub(1, Ordering::SeqCst);
             if fds[0].revents != 0 {
                 parker.drain();
             }
+        }
+    }
+
+    /// Callers of this process parked in [`drive`] right now.
+    pub(super) static WAITING: AtomicUsize = AtomicUsize::new(0);
+
+    /// How long a caller that waits alone polls before it sleeps: up to
+    /// 50 µs by default, `DIALPOOL_SPIN_US` (0 turns it off).
+    ///
+    /// A thread that sleeps in ppoll(2) leaves its CPU idle, and on a
+    /// virtual machine an idle vCPU halts: waking it for the reply costs an
+    /// interrupt and a VM entry, often more than a short statement itself.
+    /// A Go program waiting in its netpoller gets the same effect for free
+    /// (the runtime spins before it sleeps). Measured with SELECT 1 on 2
+    /// vCPUs shared with the server, from one C thread: 110–124 µs per
+    /// statement without the spin, 35–45 µs with it (and less CPU, the
+    /// sleep and wake-up being dearer than the polls); from one goroutine:
+    /// 63–92 µs, 36–56 µs. Only a caller alone in a wait spins, and it
+    /// stops when another starts waiting, so callers never spin side by
+    /// side, and a busy process, whose waits overlap, hardly spins at all
+    /// (4 and 16 C threads: unchanged).
+    fn spin_budget() -> Duration {
+        static BUDGET: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+        *BUDGET.get_or_init(|| {
+            let us = std::env::var("DIALPOOL_SPIN_US")
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .unwrap_or(DEFAULT_SPIN_US)
+                .min(MAX_SPIN_US);
+            Duration::from_micros(us)
+        })
+    }
+
+    const DEFAULT_SPIN_US: u64 = 50;
+    /// A spin longer than this only burns the CPU: a round trip that slow
+    /// is not one that an idle CPU's wake-up delays noticeably.
+    const MAX_SPIN_US: u64 = 1000;
+
+    /// Polls `fds` without sleeping until one is ready (true), the spin
+    /// budget or `until` has passed, or another caller starts waiting
+    /// (false: then sleep in ppoll).
+    pub(super) fn spin(fds: &mut [libc::pollfd], until: Option<Instant>) -> bool {
+        let budget = spin_budget();
+        if budget.is_zero() {
+            return false;
+        }
+        let start = Instant::now();
+        let stop = match until {
+            Some(at) => at.min(start + budget),
+            None => start + budget,
+        };
+        loop {
+            // SAFETY: `fds` is a valid slice of pollfd; a zero timeout.
+            let rc = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 0) };
+            if rc > 0 {
+                return true;
+            }
+            if rc < 0 || WAITING.load(Ordering::Relaxed) > 1 || Instant::now() >= stop {
+                return false;
+            }
+            std::hint::spin_loop();
         }
     }
 
@@ -473,6 +538,40 @@ mod tests {
             .expect_err("must refuse");
         assert_eq!(err.code(), Code::InvalidState);
         assert!(err.to_string().contains("async runtime"), "{err}");
+    }
+
+    /// A lone waiter polls its sockets for a moment before it sleeps: a
+    /// socket that is ready ends the spin at once, one that is not ends it
+    /// within the budget, and a second waiter ends it at once.
+    #[test]
+    fn a_lone_waiter_spins_briefly_then_sleeps() {
+        use std::io::Write;
+        use std::os::fd::AsRawFd;
+        use std::sync::atomic::Ordering;
+        use std::time::Instant;
+        let (mut a, b) = std::os::unix::net::UnixStream::pair().expect("pair");
+        let mut fds = [libc::pollfd {
+            fd: b.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        }];
+        // Other tests may be waiting at the same time, which only shortens
+        // the spin: nothing here depends on it lasting.
+        let start = Instant::now();
+        assert!(!inline::spin(&mut fds, None), "nothing to read");
+        assert!(start.elapsed() < std::time::Duration::from_secs(1));
+        let past = Instant::now();
+        assert!(
+            !inline::spin(&mut fds, Some(past)),
+            "the deadline has passed"
+        );
+        inline::WAITING.fetch_add(2, Ordering::SeqCst);
+        let crowded = inline::spin(&mut fds, None);
+        inline::WAITING.fetch_sub(2, Ordering::SeqCst);
+        assert!(!crowded, "another waiter: no spin");
+        a.write_all(b"x").expect("write");
+        assert!(inline::spin(&mut fds, None), "readable");
+        assert_ne!(fds[0].revents & libc::POLLIN, 0);
     }
 
     #[test]
