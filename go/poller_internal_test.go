@@ -136,8 +136,10 @@ func TestStatementsAloneGoThroughTheScheduler(t *testing.T) {
 			yields++
 		}
 	}
+	// At most one yield per statement: on a loaded machine a statement
+	// may take longer than yieldEvery.
 	elapsed := time.Since(start)
-	if want := int(elapsed/yieldEvery) / 4; yields < want || yields == 0 {
+	if want := min(statements, int(elapsed/yieldEvery)) / 4; yields < want || yields == 0 {
 		t.Fatalf("%d yields in %v over %d statements; want at least %d", yields, elapsed, statements, want)
 	}
 }
