@@ -4,7 +4,7 @@
 //! it. Least recently used entries are evicted; their handles queue up so
 //! the session can close them on the server with its next command.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, Hasher, RandomState};
 
 pub struct StatementCache<H, V> {
@@ -12,6 +12,11 @@ pub struct StatementCache<H, V> {
     entries: HashMap<String, Entry<H, V>, SqlHash>,
     tick: u64,
     evicted: Vec<H>,
+    /// Hashes of SQL offered once and not prepared (see
+    /// [`StatementCache::seen_before`]).
+    seen: HashSet<u64>,
+    /// Hashes of SQL the server refused to prepare.
+    refused: HashSet<u64>,
 }
 
 struct Entry<H, V> {
@@ -28,6 +33,8 @@ impl<H: Clone, V: Clone> StatementCache<H, V> {
             entries: HashMap::with_hasher(SqlHash::new()),
             tick: 0,
             evicted: Vec::new(),
+            seen: HashSet::new(),
+            refused: HashSet::new(),
         }
     }
 
@@ -73,6 +80,40 @@ impl<H: Clone, V: Clone> StatementCache<H, V> {
                 used: self.tick,
             },
         );
+    }
+
+    /// Whether `sql` was offered before: the first time it is recorded and
+    /// false, after that true. For a protocol where preparing costs a round
+    /// trip of its own (MySQL), a statement without parameters is prepared
+    /// only once it comes back, so a statement run once costs one round
+    /// trip, as before. Kept by hash, and forgotten wholesale past four
+    /// times the capacity: a collision or a lost record only moves a
+    /// statement's preparation by one run.
+    pub fn seen_before(&mut self, sql: &str) -> bool {
+        let h = self.entries.hasher().hash_one(sql);
+        if self.seen.contains(&h) {
+            return true;
+        }
+        if self.seen.len() >= self.capacity.saturating_mul(4).max(64) {
+            self.seen.clear();
+        }
+        self.seen.insert(h);
+        false
+    }
+
+    /// Records that the server would not prepare `sql` (a command the
+    /// prepared-statement protocol does not take), so it is not tried again.
+    /// Bounded as [`StatementCache::seen_before`].
+    pub fn refuse(&mut self, sql: &str) {
+        let h = self.entries.hasher().hash_one(sql);
+        if self.refused.len() >= self.capacity.saturating_mul(4).max(64) {
+            self.refused.clear();
+        }
+        self.refused.insert(h);
+    }
+
+    pub fn refused(&self, sql: &str) -> bool {
+        self.refused.contains(&self.entries.hasher().hash_one(sql))
     }
 
     /// Drops `sql` (its statement is stale on the server) and queues its
@@ -174,6 +215,26 @@ impl Hasher for SqlHasher {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A statement is "seen before" from its second offer on; the record
+    /// is bounded and forgotten wholesale; refusals are remembered apart.
+    #[test]
+    fn second_sightings_and_refusals() {
+        let mut c: StatementCache<u32, u16> = StatementCache::new(2);
+        assert!(!c.seen_before("SELECT 1"));
+        assert!(c.seen_before("SELECT 1"));
+        assert!(c.seen_before("SELECT 1"));
+        assert!(!c.seen_before("SELECT 2"));
+        // 64 records at most with this capacity: the 65th clears them.
+        for i in 0..70 {
+            c.seen_before(&format!("SELECT {i} + 0"));
+        }
+        assert!(!c.seen_before("SELECT 1"), "forgotten when the record filled");
+        assert!(!c.refused("EXECUTE s"));
+        c.refuse("EXECUTE s");
+        assert!(c.refused("EXECUTE s"));
+        assert!(!c.refused("EXECUTE t"));
+    }
 
     #[test]
     fn least_recently_used_goes_first() {

@@ -392,6 +392,79 @@ fn parameters_nulls_text_and_the_statement_cache() {
     });
 }
 
+/// A statement without parameters runs as text the first time and is
+/// prepared when it comes back (MySQL's protocol cannot pipeline the
+/// preparation, so a statement run once keeps its one round trip); the
+/// results are the same either way. What the server will not prepare, and
+/// text with placeholders but no parameters, keep running as text, with
+/// the answers the text gets.
+#[test]
+fn statements_without_parameters_are_prepared_when_they_come_back() {
+    rt().block_on(async {
+        let mut conn = connect("sslmode=disable").await;
+        let sql = "SELECT 40 + 2 AS answer, 'x' AS t, NULL AS n, 1.5e0 AS f";
+        // The status query is itself cached after its first run.
+        let p0 = session_status(&mut conn, "COM_STMT_PREPARE").await;
+        let mut rows = Vec::new();
+        let mut prepares = Vec::new();
+        for _ in 0..4 {
+            let r = conn.query(sql, &[], None, None).await.expect("run");
+            rows.push((
+                r.get(0, 0).map(str::to_string),
+                r.get(0, 1).map(str::to_string),
+                r.is_null(0, 2),
+                r.get(0, 3).map(str::to_string),
+            ));
+            prepares.push(session_status(&mut conn, "COM_STMT_PREPARE").await - p0);
+        }
+        assert_eq!(prepares, vec![0, 1, 1, 1], "text once, then prepared once");
+        let first = rows[0].clone();
+        assert_eq!(
+            first,
+            (
+                Some("42".into()),
+                Some("x".into()),
+                true,
+                Some("1.5".into())
+            )
+        );
+        assert!(rows.iter().all(|r| *r == first), "{rows:?}");
+
+        // SQL-level PREPARE and EXECUTE: not in the prepared-statement
+        // protocol (ER_UNSUPPORTED_PS). Refused once, then text only.
+        for _ in 0..2 {
+            conn.query("PREPARE dp_s FROM 'SELECT 7'", &[], None, None)
+                .await
+                .expect("PREPARE as text");
+        }
+        let mut attempts = Vec::new();
+        for _ in 0..4 {
+            let before = session_status(&mut conn, "COM_STMT_PREPARE").await;
+            assert_eq!(
+                one(&mut conn, "EXECUTE dp_s", &[]).await.as_deref(),
+                Some("7")
+            );
+            attempts.push(session_status(&mut conn, "COM_STMT_PREPARE").await - before);
+        }
+        assert_eq!(attempts, vec![0, 1, 0, 0], "one refused attempt");
+        assert!(conn.is_clean());
+
+        // Placeholders without parameters: the server's error, every time.
+        let mut errors = Vec::new();
+        for _ in 0..3 {
+            let e = conn
+                .query("SELECT ? AS v", &[], None, None)
+                .await
+                .expect_err("a syntax error as text");
+            errors.push((e.code(), e.sqlstate().map(str::to_string)));
+        }
+        assert_eq!(errors[0].0, Code::ServerError, "{errors:?}");
+        assert!(errors.iter().all(|e| *e == errors[0]), "{errors:?}");
+        assert!(conn.is_clean());
+        assert_eq!(one(&mut conn, "SELECT 5", &[]).await.as_deref(), Some("5"));
+    });
+}
+
 #[test]
 fn statement_cache_limits_and_zero() {
     rt().block_on(async {
