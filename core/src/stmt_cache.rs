@@ -229,7 +229,10 @@ mod tests {
         for i in 0..70 {
             c.seen_before(&format!("SELECT {i} + 0"));
         }
-        assert!(!c.seen_before("SELECT 1"), "forgotten when the record filled");
+        assert!(
+            !c.seen_before("SELECT 1"),
+            "forgotten when the record filled"
+        );
         assert!(!c.refused("EXECUTE s"));
         c.refuse("EXECUTE s");
         assert!(c.refused("EXECUTE s"));
