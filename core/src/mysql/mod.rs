@@ -721,6 +721,8 @@ impl MysqlConnection {
             Ok(kept @ (Step::Column | Step::Row)) => Ok((kept, packet)),
             other => {
                 self.link.consume(packet);
+                // Nothing left for the caller: an empty packet at offset 0,
+                // whose consume takes nothing.
                 other.map(|s| (s, Packet::InBuf(0)))
             }
         }

@@ -59,11 +59,13 @@ impl Link {
 
     /// The next logical packet's payload (parts joined), reading as needed.
     pub async fn read_packet(&mut self) -> Result<BytesMut> {
-        loop {
-            match self.complete_packet()? {
-                Some(payload) => return Ok(payload),
-                None => self.wire.fill().await?,
+        match self.read_in_place().await? {
+            Packet::InBuf(end) => {
+                let mut raw = self.wire.rbuf.split_to(end);
+                raw.advance(4);
+                Ok(raw)
             }
+            Packet::Joined(payload) => Ok(payload),
         }
     }
 
@@ -74,11 +76,8 @@ impl Link {
     /// consume it before the next `.await` (cancel safety: see the module).
     pub async fn read_in_place(&mut self) -> Result<Packet> {
         loop {
-            if let Some(end) = self.single_part()? {
-                return Ok(Packet::InBuf(end));
-            }
             match self.complete_packet()? {
-                Some(payload) => return Ok(Packet::Joined(payload)),
+                Some(packet) => return Ok(packet),
                 None => self.wire.fill().await?,
             }
         }
@@ -96,27 +95,10 @@ impl Link {
         }
     }
 
-    /// The end of the packet at the front of `rbuf` when it is complete and
-    /// whole in one part; its sequence id checked and counted.
-    fn single_part(&mut self) -> Result<Option<usize>> {
-        let buf = &self.wire.rbuf;
-        if buf.len() < 4 {
-            return Ok(None);
-        }
-        let len = u32::from_le_bytes([buf[0], buf[1], buf[2], 0]) as usize;
-        if len >= MAX_PAYLOAD || buf.len() < 4 + len {
-            return Ok(None); // continued, or not all here: complete_packet
-        }
-        let seq = buf[3];
-        if seq != self.seq {
-            return Err(self.malformed(format!("packet sequence {seq} where {} was due", self.seq)));
-        }
-        self.seq = self.seq.wrapping_add(1);
-        Ok(Some(4 + len))
-    }
-
-    /// Takes one logical packet out of `rbuf` if all its parts are there.
-    fn complete_packet(&mut self) -> Result<Option<BytesMut>> {
+    /// One logical packet, if all its parts are in `rbuf`, with its
+    /// sequence ids checked and counted: one in a single part is left in
+    /// `rbuf` ([`Packet::InBuf`]), one in several is taken out and joined.
+    fn complete_packet(&mut self) -> Result<Option<Packet>> {
         let buf = &self.wire.rbuf;
         let mut offset = 0usize;
         let mut parts = 0usize;
@@ -162,11 +144,10 @@ impl Link {
             ]) as usize;
             at += 4 + len;
         }
-        let mut raw = self.wire.rbuf.split_to(end);
         if parts == 1 {
-            raw.advance(4);
-            return Ok(Some(raw));
+            return Ok(Some(Packet::InBuf(end)));
         }
+        let mut raw = self.wire.rbuf.split_to(end);
         let mut joined = BytesMut::with_capacity(end - 4 * parts);
         while !raw.is_empty() {
             let len = u32::from_le_bytes([raw[0], raw[1], raw[2], 0]) as usize;
@@ -174,7 +155,7 @@ impl Link {
             joined.extend_from_slice(&raw[..len]);
             raw.advance(len);
         }
-        Ok(Some(joined))
+        Ok(Some(Packet::Joined(joined)))
     }
 
     /// Appends one logical packet made of `parts` to `wbuf`, split as the
@@ -358,6 +339,7 @@ mod tests {
         a.wire.rbuf.extend_from_slice(&written);
         a.seq = 0;
         let p = a.complete_packet().expect("ok").expect("complete");
+        let p = a.payload(&p);
         assert_eq!(p.len(), MAX_PAYLOAD + 11);
         assert_eq!(p[0], COM_QUERY);
         assert_eq!(a.seq, 2);
@@ -422,10 +404,9 @@ mod tests {
         assert!(a.complete_packet().expect("ok").is_none(), "waits for more");
         assert!(a.wire.rbuf.len() == 6, "nothing consumed");
         a.wire.rbuf.extend_from_slice(&[3]);
-        assert_eq!(
-            &a.complete_packet().expect("ok").expect("packet")[..],
-            &[1, 2, 3]
-        );
+        let p = a.complete_packet().expect("ok").expect("packet");
+        assert_eq!(a.payload(&p), &[1, 2, 3]);
+        a.consume(p);
         a.wire.rbuf.extend_from_slice(&[1, 0, 0, 5, 9]);
         let e = a.complete_packet().expect_err("sequence 5 where 1 was due");
         assert_eq!(e.code(), Code::ProtocolError);
