@@ -82,6 +82,16 @@ impl<H: Clone, V: Clone> StatementCache<H, V> {
         );
     }
 
+    /// Whether a statement without parameters may go through the cache at
+    /// all, in either protocol: only with a cache (the unnamed or uncached
+    /// statement would cost more than plain text), and only for one
+    /// non-empty statement, since neither server prepares several in one
+    /// string; any `;` (even inside a literal, to stay on the safe side)
+    /// keeps it as text.
+    pub fn may_prepare_text(&self, sql: &str) -> bool {
+        self.capacity > 0 && !sql.trim_start().is_empty() && !sql.contains(';')
+    }
+
     /// Whether `sql` was offered before: the first time it is recorded and
     /// false, after that true. For a protocol where preparing costs a round
     /// trip of its own (MySQL), a statement without parameters is prepared

@@ -461,6 +461,28 @@ fn statements_without_parameters_are_prepared_when_they_come_back() {
         assert_eq!(errors[0].0, Code::ServerError, "{errors:?}");
         assert!(errors.iter().all(|e| *e == errors[0]), "{errors:?}");
         assert!(conn.is_clean());
+
+        // A statement cached for callers with parameters stays cached when
+        // someone runs it without: no new preparation afterwards.
+        let with = "SELECT ? + 0 AS w";
+        assert_eq!(
+            one(&mut conn, with, &[Some("3")]).await.as_deref(),
+            Some("3")
+        );
+        let before = session_status(&mut conn, "COM_STMT_PREPARE").await;
+        for _ in 0..2 {
+            let e = conn
+                .query(with, &[], None, None)
+                .await
+                .expect_err("no parameters");
+            assert_eq!(e.code(), Code::ServerError, "{e}");
+        }
+        assert_eq!(
+            one(&mut conn, with, &[Some("4")]).await.as_deref(),
+            Some("4")
+        );
+        let after = session_status(&mut conn, "COM_STMT_PREPARE").await;
+        assert_eq!(after - before, 0, "still cached");
         assert_eq!(one(&mut conn, "SELECT 5", &[]).await.as_deref(), Some("5"));
     });
 }

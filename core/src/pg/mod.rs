@@ -487,21 +487,17 @@ impl PgConnection {
     /// Whether a statement without parameters goes through the statement
     /// cache too (Parse once, then Bind/Execute), as pgx does, instead of a
     /// simple Query: the server then skips parsing and planning it again,
-    /// about a third of its work for a short statement. Only with a cache
-    /// (the unnamed statement would cost more than a Query) and only for
-    /// one statement: the extended protocol refuses several in one string,
-    /// so any `;` (even inside a literal, to stay on the safe side) keeps
-    /// the simple protocol, as do COPY, the commands that drop prepared
-    /// statements, and the empty query.
+    /// about a third of its work for a short statement. Within what the
+    /// cache allows for any server ([`StatementCache::may_prepare_text`]),
+    /// COPY and the commands that drop prepared statements keep the simple
+    /// protocol.
     fn prepares_without_params(&self, sql: &str) -> bool {
         let text = sql.trim_start();
         let starts = |word: &str| {
             text.get(..word.len())
                 .is_some_and(|w| w.eq_ignore_ascii_case(word))
         };
-        self.cache.capacity() > 0
-            && !text.is_empty()
-            && !sql.contains(';')
+        self.cache.may_prepare_text(sql)
             && !["copy", "discard", "deallocate"].into_iter().any(starts)
     }
 
