@@ -2,7 +2,6 @@ package dialpool
 
 import (
 	"context"
-	"os"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -16,11 +15,7 @@ import (
 //   go test -run '^$' -bench Diag .
 
 func diagURL(b *testing.B) string {
-	u := os.Getenv("DIALPOOL_TEST_PG_URL")
-	if u == "" {
-		b.Skip("DIALPOOL_TEST_PG_URL is not set")
-	}
-	return u + "?sslmode=disable&max_open=16"
+	return serverURL(b, "DIALPOOL_TEST_PG_URL") + "?sslmode=disable&max_open=16"
 }
 
 func contextSwitches() int64 {

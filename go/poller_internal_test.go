@@ -39,14 +39,7 @@ func TestNetpollerPathResultDeadlineAndCancel(t *testing.T) {
 		},
 	} {
 		t.Run(name, func(t *testing.T) {
-			base := os.Getenv(d.env)
-			if base == "" {
-				if os.Getenv("DIALPOOL_REQUIRE_FAULTS") == "1" {
-					t.Fatalf("%s is not set", d.env)
-				}
-				t.Skipf("%s is not set", d.env)
-			}
-			db, pool := openWithPool(t, base+d.options)
+			db, pool := openWithPool(t, serverURL(t, d.env)+d.options)
 			netpollerPath(t, db, pool, d.result, d.company, d.sleep, d.running)
 		})
 	}
@@ -109,14 +102,7 @@ func netpollerPath(t *testing.T, db *sql.DB, pool *cpool, result, company, sleep
 // sysmon preempts it and takes its P during each statement (see
 // passScheduler).
 func TestStatementsAloneGoThroughTheScheduler(t *testing.T) {
-	base := os.Getenv("DIALPOOL_TEST_PG_URL")
-	if base == "" {
-		if os.Getenv("DIALPOOL_REQUIRE_FAULTS") == "1" {
-			t.Fatal("DIALPOOL_TEST_PG_URL is not set")
-		}
-		t.Skip("DIALPOOL_TEST_PG_URL is not set")
-	}
-	db, pool := openWithPool(t, base+"?sslmode=disable&max_open=2")
+	db, pool := openWithPool(t, serverURL(t, "DIALPOOL_TEST_PG_URL")+"?sslmode=disable&max_open=2")
 	// Bounded in count and time; on a loaded machine fewer statements fit,
 	// and one yield per yieldEvery is all that is asserted.
 	var yields, statements int
@@ -158,4 +144,19 @@ func openWithPool(t *testing.T, url string) (*sql.DB, *cpool) {
 		t.Fatal(err)
 	}
 	return db, pool
+}
+
+// serverURL is the throwaway server's URL from env: the in-package tests'
+// counterpart of the external tests' pgURL and skipf (a skip, or a failure
+// when the runner asked that nothing be skipped).
+func serverURL(t testing.TB, env string) string {
+	t.Helper()
+	u := os.Getenv(env)
+	if u == "" {
+		if os.Getenv("DIALPOOL_REQUIRE_FAULTS") == "1" {
+			t.Fatalf("%s is not set", env)
+		}
+		t.Skipf("%s is not set", env)
+	}
+	return u
 }
