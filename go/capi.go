@@ -258,6 +258,7 @@ import (
 	"runtime/cgo"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 	"unsafe"
 )
@@ -534,6 +535,8 @@ type connHandle struct {
 	// (the netpoller's callback holds the statement).
 	stmt statement
 	cc   callCtx
+	// The duplicate of the socket the last statement waited for.
+	pf *pollFile
 	// The last result's column names and types: a statement run again
 	// gets the same strings and type list instead of new ones.
 	names []string
@@ -743,7 +746,14 @@ func (s *statement) wait(p *cpool) {
 		s.finish()
 		return
 	}
-	pf := pollerFor(p, int(st.wait.fd), uint64(st.wait.socket_id))
+	// The handle's last duplicate, when it is this socket's: a handle
+	// mostly gets the same connection back (dpg_acquire prefers it), and
+	// so skips pollerFor's process-wide lock.
+	pf := s.h.pf
+	if pf == nil || pf.pool != p || pf.fd != int(st.wait.fd) || pf.id != uint64(st.wait.socket_id) {
+		pf = pollerFor(p, int(st.wait.fd), uint64(st.wait.socket_id))
+		s.h.pf = pf
+	}
 	if pf == nil || !s.cc.waitOn(pf) {
 		s.finish()
 		return
@@ -760,16 +770,40 @@ func (s *statement) inNetpoller(pf *pollFile) {
 // how) to its end, parking the goroutine in Go's netpoller: step takes it
 // further (true: it waits again, *wait updated), finish ends it in C,
 // blocking if need be, for anything the netpoller cannot wait for (another
-// socket, such as a server-side cancel's connection; a cancel). Each
-// RawRead (or RawWrite) first steps the operation: RawRead forgets any
-// readiness from before it starts, so the callback must look for itself
-// before the goroutine parks.
+// socket, such as a server-side cancel's connection; a cancel). The
+// operation has just been stepped and waits (*wait). RawRead (or RawWrite)
+// forgets any readiness from before it starts, so its callback must look
+// for itself before the goroutine parks: the first look of a read wait,
+// right after a step that found nothing, is a peek at the socket (a raw
+// syscall, where a step would cost a cgo crossing and a turn of the
+// core's state machine, to find the same nothing most of the time); every
+// other look is a step.
 func netpollWait(pf *pollFile, cc *callCtx, wait *C.dp_wait, step func() bool, finish func()) {
 	write := wait.events&C.POLLOUT != 0
 	waiting := true
+	fresh := true // the operation stepped just now and waits
 	for {
 		ours := true
-		next := func(uintptr) bool {
+		// arm sets the coming wait's deadline; false when the goroutine
+		// must not park (the deadline cannot be set, or a cancel came).
+		arm := func() bool {
+			timeout := time.Duration(-1)
+			if wait.timeout_us >= 0 {
+				timeout = time.Duration(wait.timeout_us) * time.Microsecond
+			}
+			if pf.setTimeout(timeout) != nil || cc.cancelled() {
+				ours = false
+				return false
+			}
+			return true
+		}
+		next := func(fd uintptr) bool {
+			if fresh {
+				fresh = false
+				if !write && !readable(fd) {
+					return !arm()
+				}
+			}
 			waiting = step()
 			if !waiting {
 				return true
@@ -778,15 +812,7 @@ func netpollWait(pf *pollFile, cc *callCtx, wait *C.dp_wait, step func() bool, f
 				ours = false // another socket (a server-side cancel) or direction
 				return true
 			}
-			timeout := time.Duration(-1)
-			if wait.timeout_us >= 0 {
-				timeout = time.Duration(wait.timeout_us) * time.Microsecond
-			}
-			if pf.setTimeout(timeout) != nil || cc.cancelled() {
-				ours = false
-				return true
-			}
-			return false
+			return !arm()
 		}
 		var err error
 		if write {
@@ -805,6 +831,7 @@ func netpollWait(pf *pollFile, cc *callCtx, wait *C.dp_wait, step func() bool, f
 		case !ours:
 			if wait.events&C.POLLOUT != 0 != write && int(wait.fd) == pf.fd && !cc.cancelled() {
 				write = !write
+				fresh = true
 				continue
 			}
 			finish()
@@ -824,6 +851,29 @@ func netpollWait(pf *pollFile, cc *callCtx, wait *C.dp_wait, step func() bool, f
 			return
 		}
 	}
+}
+
+// newWait is a wait as the core reports it: fd to become readable (or
+// writable), up to timeout (negative: none); for the tests of netpollWait.
+func newWait(fd int, write bool, socketID uint64, timeout time.Duration) *C.dp_wait {
+	w := &C.dp_wait{fd: C.int(fd), events: C.POLLIN, socket_id: C.uint64_t(socketID), timeout_us: -1}
+	if write {
+		w.events = C.POLLOUT
+	}
+	if timeout >= 0 {
+		w.timeout_us = C.int64_t(timeout / time.Microsecond)
+	}
+	return w
+}
+
+// readable tells whether a read on the non-blocking socket fd would not
+// block: data, end of file or an error are there. A peek leaves them for
+// the core to read.
+func readable(fd uintptr) bool {
+	var b [1]byte
+	_, _, errno := syscall.RawSyscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&b[0])), 1,
+		syscall.MSG_PEEK|syscall.MSG_DONTWAIT, 0, 0)
+	return errno != syscall.EAGAIN
 }
 
 // sameColumns tells whether the finished statement's columns (names in

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"os"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -159,4 +160,53 @@ func serverURL(t testing.TB, env string) string {
 		t.Skipf("%s is not set", env)
 	}
 	return u
+}
+
+// The first look of a read wait is a peek (netpollWait): it must find a
+// reply that came before the wait began and that the netpoller has already
+// seen, since RawRead forgets what the netpoller saw. Unfound, the
+// goroutine would sleep until the wait's deadline.
+func TestNetpollWaitFindsDataThatCameFirst(t *testing.T) {
+	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_NONBLOCK|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Close(fds[0])
+	defer syscall.Close(fds[1])
+	pf := newPollFile(fds[0], 1, nil)
+	if pf == nil {
+		t.Fatal("no duplicate for the netpoller")
+	}
+	defer pf.f.Close()
+
+	// step reads what is there; true while nothing is.
+	var steps int
+	step := func() bool {
+		steps++
+		var b [16]byte
+		n, err := syscall.Read(fds[0], b[:])
+		return n <= 0 && errors.Is(err, syscall.EAGAIN)
+	}
+	finish := func() { t.Error("finish was called: the wait left the netpoller") }
+	const deadline = 5 * time.Second
+	for _, late := range []bool{false, true} {
+		steps = 0
+		if !late {
+			if _, err := syscall.Write(fds[1], []byte("x")); err != nil {
+				t.Fatal(err)
+			}
+			// The netpoller sees the socket readable while nobody waits.
+			time.Sleep(50 * time.Millisecond)
+		} else {
+			time.AfterFunc(50*time.Millisecond, func() { _, _ = syscall.Write(fds[1], []byte("y")) })
+		}
+		start := time.Now()
+		netpollWait(pf, &callCtx{}, newWait(fds[0], false, 1, deadline), step, finish)
+		if took := time.Since(start); took > deadline/2 {
+			t.Fatalf("late=%v: the reply was found after %v, at the wait's deadline", late, took)
+		}
+		if steps != 1 {
+			t.Fatalf("late=%v: %d steps, want 1 (the peek finds nothing before the reply)", late, steps)
+		}
+	}
 }
