@@ -97,6 +97,11 @@ if [ ! -f /usr/include/postgresql/libpq-fe.h ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libpq-dev >/dev/null
 fi
 make -s -C bench/c
+# The C floor of the Go figures, likewise built and not run.
+cfloor=$(mktemp)
+cc -O2 -Wall -Wextra -Werror -Iinclude bench/go/cfloor/cfloor.c target/release/libdialpool.a \
+  $(sed -n 's/^NATIVE_LIBS := //p' examples/c/native-libs.mk) -o "$cfloor"
+rm -f "$cfloor"
 stage=$(mktemp -d)
 make -s install DESTDIR="$stage" PREFIX=/usr/local >/dev/null
 PKG_CONFIG_SYSROOT_DIR="$stage" PKG_CONFIG_PATH="$stage/usr/local/lib/pkgconfig" \
