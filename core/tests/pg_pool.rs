@@ -229,8 +229,13 @@ fn server_restart_under_a_query_loop() {
         println!("{k:<40} {n:>6} {:>9.0?}", max);
     }
 
-    // Before the stop: everything worked.
-    let early: Vec<_> = outcomes.iter().filter(|o| o.started < stopping).collect();
+    // Before the stop: everything that ended before it worked. A call
+    // still running when the stop began may lose its connection, as the
+    // calls after it may.
+    let early: Vec<_> = outcomes
+        .iter()
+        .filter(|o| o.started + o.took < stopping)
+        .collect();
     assert!(
         early.len() >= 10,
         "only {} calls before the stop",
