@@ -993,8 +993,6 @@ fn encode_error(e: std::io::Error) -> Error {
     Error::invalid_argument(format!("cannot encode the statement: {e}"))
 }
 
-/// The row count in a command tag: the last number of `INSERT 0 5`,
-/// `UPDATE 3`, `SELECT 7`, `DELETE 0`, `MERGE 2`, `COPY 10`, `FETCH 4`.
 /// What [`PgConnection::take_common_frame`] found at the head of the read
 /// buffer.
 enum Head {
@@ -1036,6 +1034,8 @@ fn data_row(body: &[u8], result: &mut QueryResult) -> std::result::Result<(), &'
     Ok(())
 }
 
+/// The row count in a command tag: the last number of `INSERT 0 5`,
+/// `UPDATE 3`, `SELECT 7`, `DELETE 0`, `MERGE 2`, `COPY 10`, `FETCH 4`.
 fn affected_rows(tag: &str) -> u64 {
     // By hand: this runs for every statement, and splitting and parsing
     // the tag as text cost ~190 instructions.
