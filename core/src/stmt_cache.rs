@@ -104,10 +104,7 @@ impl<H: Clone, V: Clone> StatementCache<H, V> {
         if self.seen.contains(&h) {
             return true;
         }
-        if self.seen.len() >= self.capacity.saturating_mul(4).max(64) {
-            self.seen.clear();
-        }
-        self.seen.insert(h);
+        record(&mut self.seen, h, self.capacity);
         false
     }
 
@@ -116,10 +113,7 @@ impl<H: Clone, V: Clone> StatementCache<H, V> {
     /// Bounded as [`StatementCache::seen_before`].
     pub fn refuse(&mut self, sql: &str) {
         let h = self.entries.hasher().hash_one(sql);
-        if self.refused.len() >= self.capacity.saturating_mul(4).max(64) {
-            self.refused.clear();
-        }
-        self.refused.insert(h);
+        record(&mut self.refused, h, self.capacity);
     }
 
     pub fn refused(&self, sql: &str) -> bool {
@@ -222,6 +216,16 @@ impl Hasher for SqlHasher {
     }
 }
 
+/// Adds `hash` to a record of SQL kept beside a cache of `capacity`
+/// entries, clearing it first once it holds four times that (at least 64):
+/// a lost record only moves a decision by one run.
+fn record(set: &mut HashSet<u64>, hash: u64, capacity: usize) {
+    if set.len() >= capacity.saturating_mul(4).max(64) {
+        set.clear();
+    }
+    set.insert(hash);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -247,6 +251,11 @@ mod tests {
         c.refuse("EXECUTE s");
         assert!(c.refused("EXECUTE s"));
         assert!(!c.refused("EXECUTE t"));
+        // Refusals are bounded the same way.
+        for i in 0..70 {
+            c.refuse(&format!("EXECUTE s{i}"));
+        }
+        assert!(!c.refused("EXECUTE s"), "forgotten when the record filled");
     }
 
     #[test]
