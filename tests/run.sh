@@ -100,7 +100,7 @@ make -s -C bench/c
 # The C floor of the Go figures, likewise built and not run.
 cfloor=$(mktemp)
 cc -O2 -Wall -Wextra -Werror -Iinclude bench/go/cfloor/cfloor.c target/release/libdialpool.a \
-  $(sed -n 's/^NATIVE_LIBS := //p' examples/c/native-libs.mk) -o "$cfloor"
+  $documented -o "$cfloor"
 rm -f "$cfloor"
 stage=$(mktemp -d)
 make -s install DESTDIR="$stage" PREFIX=/usr/local >/dev/null
