@@ -750,7 +750,7 @@ func (s *statement) wait(p *cpool) {
 	// mostly gets the same connection back (dpg_acquire prefers it), and
 	// so skips pollerFor's process-wide lock.
 	pf := s.h.pf
-	if pf == nil || pf.pool != p || pf.fd != int(st.wait.fd) || pf.id != uint64(st.wait.socket_id) {
+	if !pf.isFor(int(st.wait.fd), uint64(st.wait.socket_id)) {
 		pf = pollerFor(p, int(st.wait.fd), uint64(st.wait.socket_id))
 		s.h.pf = pf
 	}

@@ -80,7 +80,7 @@ func pollerFor(pool *cpool, fd int, id uint64) *pollFile {
 	pollers.mu.Lock()
 	defer pollers.mu.Unlock()
 	if pf := pollers.byFD[fd]; pf != nil {
-		if pf.id == id {
+		if pf.isFor(fd, id) {
 			return pf
 		}
 		// The core closed that socket and the number was reused.
@@ -96,6 +96,13 @@ func pollerFor(pool *cpool, fd int, id uint64) *pollFile {
 		pollers.byFD[fd] = pf
 	}
 	return pf
+}
+
+// isFor tells whether pf (nil: no) is the duplicate of the core socket
+// fd with id: socket ids are unique in the process, so this holds across
+// pools and descriptor reuse.
+func (pf *pollFile) isFor(fd int, id uint64) bool {
+	return pf != nil && pf.fd == fd && pf.id == id
 }
 
 // newPollFile makes a duplicate of the core's socket fd registered with
